@@ -1,0 +1,77 @@
+"""Small helpers the addons share for answering a flow locally (JSON bodies, protocol errors)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from mitmproxy import http
+
+from protocol.codec import codec
+from protocol.endpoints import protocol_guess
+
+logger = logging.getLogger(__name__)
+
+JSON_HEADERS = {"content-type": "application/json"}
+SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+
+
+def dumps(body: Any) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> http.Response:
+    return http.Response.make(status, dumps(body), {**JSON_HEADERS, **(headers or {})})
+
+
+def error_response(
+    protocol: str, status: int, message: str, headers: dict[str, str] | None = None
+) -> http.Response:
+    """An error in the client protocol's own JSON shape."""
+    return json_response(status, codec(protocol).render_error(status, message), headers)
+
+
+
+
+def fail_closed[H: Callable[..., Any]](hook: H) -> H:
+    """Wrap a request hook: an unexpected exception answers the client with a protocol error.
+
+    mitmproxy logs an addon's exception and lets the flow go on, which would send a request the
+    chain did not finish preparing (unredacted, unrouted). This answers 500 instead.
+    """
+
+    def answer(flow: http.HTTPFlow) -> None:
+        logger.exception("internal error while handling %s", flow.request.path)
+        ex = flow.metadata.get("llm")
+        protocol = ex.front.protocol if ex is not None else protocol_guess(flow.request.path)
+        if ex is not None:
+            ex.outcome, ex.status, ex.error = "error", 500, "internal proxy error"
+        flow.response = error_response(protocol, 500, "internal proxy error")
+
+    if _is_async(hook):
+
+        @functools.wraps(hook)
+        async def async_wrapper(self: Any, flow: http.HTTPFlow) -> None:
+            try:
+                await hook(self, flow)
+            except Exception:
+                answer(flow)
+
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(hook)
+    def wrapper(self: Any, flow: http.HTTPFlow) -> None:
+        try:
+            hook(self, flow)
+        except Exception:
+            answer(flow)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn)

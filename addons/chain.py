@@ -1,0 +1,29 @@
+"""The addon chain, in the order of the data: load it with `mitmdump -s addons/chain.py`.
+
+gateway (front protocol, key, canonical request) -> routing (backend, key, rewritten flow) ->
+responses (stream pipeline and whole-answer conversion). `Config` comes first (the shared
+environment), `ConfFile` last (applies mitm.conf once every chain option exists).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:  # mitmproxy puts only this file's folder on sys.path
+    sys.path.insert(0, _ROOT)
+
+from addons.conffile import ConfFile  # noqa: E402
+from addons.config import Config  # noqa: E402
+from addons.gateway import Gateway  # noqa: E402
+from addons.responses import Responses  # noqa: E402
+from addons.routing import Routing  # noqa: E402
+
+
+def make_chain() -> list[object]:
+    config = Config()
+    return [config, Gateway(config), Routing(config), Responses(config), ConfFile()]
+
+
+addons = make_chain()

@@ -1,0 +1,71 @@
+"""Config addon: the proxy's environment (process env over `.env`) and the configured backends.
+
+Every other chain addon is handed this object and reads `backends`, `default_backend` and
+`proxy_key` from it; they change when `llm_env_file` changes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import ctx
+
+from protocol.backends import Backend, default_backend, load_backends
+from protocol.env import load_env
+
+logger = logging.getLogger(__name__)
+
+PROXY_KEY_VAR = "LLM_INTERACTIVE_PROXY_API_KEY"
+
+
+class Config:
+    def __init__(self) -> None:
+        self.env: dict[str, str] = {}
+        self.backends: dict[str, Backend] = {}
+        self.default_backend: str | None = None
+        self.proxy_key: str | None = None
+
+    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+        loader.add_option(
+            "llm_env_file", str, ".env", "File of NAME=value lines read under the environment."
+        )
+        loader.add_option(
+            "llm_upstream_timeout",
+            int,
+            600,
+            "Seconds to wait for a backend's response before answering 504.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "llm_env_file" in updated:
+            self.reload(ctx.options.llm_env_file)
+
+    def reload(self, env_file: str | None) -> None:
+        self.env = load_env(env_file)
+        self.backends = load_backends(self.env)
+        self.default_backend = default_backend(self.backends, self.env)
+        self.proxy_key = self.env.get(PROXY_KEY_VAR) or None
+
+    def scrub(self, text: str) -> str:
+        """`text` with every configured key value (backends' and the proxy's) masked."""
+        for backend in self.backends.values():
+            for key in backend.keys:
+                if key.value in text:
+                    text = text.replace(key.value, f"<{key.key_id}>")
+        if self.proxy_key and self.proxy_key in text:
+            text = text.replace(self.proxy_key, f"<{PROXY_KEY_VAR}>")
+        return text
+
+    def running(self) -> None:
+        if self.backends:
+            listed = ", ".join(
+                f"{b.name} ({len(b.keys)} key{'s' if len(b.keys) != 1 else ''})"
+                for b in self.backends.values()
+            )
+            logger.info("backends: %s; default: %s", listed, self.default_backend)
+        else:
+            logger.warning("no backend configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, ...")
+        if self.proxy_key is None:
+            logger.warning(
+                "%s is not set: the proxy accepts any local client without a key", PROXY_KEY_VAR
+            )

@@ -1,0 +1,139 @@
+"""Gateway addon: the front door of every LLM flow.
+
+Recognises the client's protocol from the path (gateway listener) or the API host (intercepting
+listener), checks the client's proxy key, parses the body into the canonical `ChatRequest` and
+attaches the `Exchange` as `flow.metadata["llm"]`. Answers the proxy's own endpoints
+(`/v1/models`, `/anthropic/v1/models`, `/v1beta/models`, `/health`, the base-URL probe) itself.
+Anything it cannot parse is answered with the client protocol's error JSON; other flows (other
+hosts in intercept mode) are left untouched.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Sequence
+
+from mitmproxy import ctx, http
+
+from addons._http import error_response, fail_closed, json_response
+from addons.config import Config
+from protocol import endpoints
+from protocol.catalog import ModelCatalog, render_models
+from protocol.codec import ProtocolError, codec
+from protocol.exchange import Exchange, Front
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INTERCEPT_HOSTS = list(endpoints.KNOWN_API_HOSTS)
+
+
+def client_key(request: http.Request) -> str | None:
+    """The key a client sent, in whichever way its SDK sends it."""
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return (
+        request.headers.get("x-api-key")
+        or request.headers.get("x-goog-api-key")
+        or request.query.get("key")
+        or None
+    )
+
+
+class Gateway:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.catalog = ModelCatalog()
+        self.intercept_hosts: frozenset[str] = frozenset(DEFAULT_INTERCEPT_HOSTS)
+
+    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+        loader.add_option(
+            "llm_intercept_hosts",
+            Sequence[str],
+            DEFAULT_INTERCEPT_HOSTS,
+            "API hosts whose traffic on the intercepting listener goes through the chain.",
+        )
+        loader.add_option(
+            "llm_models_cache_seconds", int, 60, "How long a backend's model list is cached."
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "llm_intercept_hosts" in updated:
+            self.intercept_hosts = frozenset(ctx.options.llm_intercept_hosts)
+        if "llm_models_cache_seconds" in updated:
+            self.catalog.ttl = ctx.options.llm_models_cache_seconds
+        if "llm_env_file" in updated:
+            self.catalog.invalidate()
+
+    @fail_closed
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or "llm" in flow.metadata:
+            return
+        req = flow.request
+        mode = flow.client_conn.proxy_mode.type_name
+        intercepted = mode != "reverse"
+        if intercepted and req.pretty_host not in self.intercept_hosts:
+            return  # not an LLM API host: pass through untouched
+        path = req.path.split("?", 1)[0]
+        endpoint = endpoints.match(req.method, path)
+        if endpoint is None:
+            protocol = endpoints.protocol_guess(path, req.pretty_host if intercepted else None)
+            if intercepted:
+                return  # another endpoint of a known API host (files, batches...): untouched
+            flow.response = error_response(
+                protocol, 404, f"unknown endpoint: {req.method} {path}"
+            )
+            return
+        if not intercepted and not self._authorized(req):
+            flow.response = error_response(
+                endpoint.protocol, 401, "invalid or missing proxy API key"
+            )
+            return
+        if endpoint.kind == "probe" or endpoint.kind == "health":
+            flow.response = json_response(200, {"status": "ok"})
+            return
+        if endpoint.kind == "models":
+            models = await self.catalog.models(self.config.backends)
+            flow.response = json_response(200, render_models(endpoint.protocol, models))
+            return
+        self._parse(flow, endpoint, "intercept" if intercepted else "gateway")
+
+    def _authorized(self, req: http.Request) -> bool:
+        expected = self.config.proxy_key
+        if expected is None:
+            return True
+        given = client_key(req)
+        return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+    def _parse(self, flow: http.HTTPFlow, endpoint: endpoints.Endpoint, arrival: str) -> None:
+        protocol = endpoint.protocol
+        try:
+            body = json.loads(flow.request.content or b"")
+        except (ValueError, UnicodeDecodeError) as e:
+            flow.response = error_response(protocol, 400, f"request body is not valid JSON: {e}")
+            return
+        if not isinstance(body, dict):
+            flow.response = error_response(protocol, 400, "request body must be a JSON object")
+            return
+        counting = endpoint.kind == "count_tokens"
+        kwargs: dict[str, object] = {}
+        if protocol == "gemini":
+            kwargs = {"model": endpoint.model, "stream": bool(endpoint.stream)}
+        elif protocol == "anthropic" and counting:
+            kwargs = {"count_tokens": True}
+        try:
+            chat = codec(protocol).parse_request(body, **kwargs)
+        except ProtocolError as e:
+            flow.response = error_response(protocol, 400, str(e))
+            return
+        front = Front(
+            protocol=protocol,
+            arrival="intercept" if arrival == "intercept" else "gateway",
+            endpoint="count_tokens" if counting else "chat",
+            client_stream=chat.stream and not counting,
+        )
+        flow.metadata["llm"] = Exchange(
+            front=front, request=chat, raw=body, requested_model=chat.model
+        )

@@ -1,0 +1,130 @@
+"""Responses addon: brings each backend answer back to the client in the client's protocol.
+
+The one addon that owns `flow.response.stream`: at `responseheaders` it composes the stream
+pipeline (backend decoder, the exchange's stages, client encoder; raw passthrough when the
+protocols match and nothing watches to change the stream). Whole answers are converted at
+`response`; upstream errors are relayed in the client's error format with the upstream's
+status and message, configured keys scrubbed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from mitmproxy import http
+
+from addons._http import SSE_HEADERS, dumps
+from addons.config import Config
+from protocol.codec import codec, error_message
+from protocol.exchange import Exchange
+from protocol.pipeline import StreamPipeline, encode_whole
+
+logger = logging.getLogger(__name__)
+
+
+class Responses:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        ex: Exchange | None = flow.metadata.get("llm")
+        resp = flow.response
+        if ex is None or resp is None or ex.outcome != "pending":
+            return
+        ex.first_byte = ex.first_byte or time.monotonic()
+        if resp.status_code >= 400 or not ex.front.client_stream:
+            return
+        if "text/event-stream" not in resp.headers.get("content-type", ""):
+            return  # the backend answered whole: converted at `response`
+        assert ex.backend_protocol is not None
+        converted = ex.converted
+        pipeline = StreamPipeline(
+            codec(ex.backend_protocol).decoder(),
+            codec(ex.front.protocol).encoder(
+                model=None, include_usage=ex.request.include_usage
+            ),
+            ex,
+            passthrough=not converted and not ex.stages,
+        )
+        if converted:
+            resp.headers.pop("content-length", None)
+            resp.headers.pop("content-encoding", None)
+            resp.headers.update(SSE_HEADERS)
+        resp.stream = pipeline
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        ex: Exchange | None = flow.metadata.get("llm")
+        resp = flow.response
+        if ex is None or resp is None:
+            return
+        ex.status = resp.status_code
+        if resp.stream or ex.outcome != "pending":
+            return
+        ex.finished = time.monotonic()
+        if resp.status_code >= 400:
+            self._relay_error(resp, ex)
+            return
+        try:
+            body = json.loads(resp.content or b"")
+        except (ValueError, UnicodeDecodeError):
+            self._fail(resp, ex, "the backend returned a body that is not JSON")
+            return
+        if ex.front.endpoint == "count_tokens":
+            ex.outcome = "ok"
+            return
+        assert ex.backend_protocol is not None
+        try:
+            answer = codec(ex.backend_protocol).parse_response(body)
+        except Exception:
+            logger.exception("could not read the backend's response")
+            self._fail(resp, ex, "the backend returned a response that could not be read")
+            return
+        ex.usage, ex.usage_source = answer.usage, "upstream"
+        ex.outcome = "ok"
+        front = codec(ex.front.protocol)
+        if ex.front.client_stream:
+            # the client asked to stream and the backend answered whole: send it as a stream
+            answer.source = ex.front.protocol if not ex.converted else answer.source
+            resp.content = encode_whole(
+                answer, front.encoder(model=None, include_usage=ex.request.include_usage)
+            )
+            resp.headers.pop("content-encoding", None)
+            resp.headers.update(SSE_HEADERS)
+        elif ex.converted:
+            resp.content = dumps(front.render_response(answer))
+            resp.headers.pop("content-encoding", None)
+            resp.headers["content-type"] = "application/json"
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        ex: Exchange | None = flow.metadata.get("llm")
+        if ex is None:
+            return
+        ex.finished = time.monotonic()
+        if ex.outcome == "pending":
+            ex.outcome = "error"
+        ex.error = flow.error.msg if flow.error else "connection error"
+
+    def _relay_error(self, resp: http.Response, ex: Exchange) -> None:
+        ex.outcome = "error"
+        text = resp.get_text(strict=False) or ""
+        try:
+            message = error_message(json.loads(text)) if text else None
+        except ValueError:
+            message = None
+        backend = ex.route.active.backend if ex.route.active else "backend"
+        message = self.config.scrub(message or text[:500] or resp.reason or "error")
+        ex.error = message
+        status = resp.status_code
+        # the upstream's own headers (retry-after, request ids) stay on the response
+        resp.content = dumps(codec(ex.front.protocol).render_error(status, f"{backend}: {message}"))
+        resp.headers.pop("content-encoding", None)
+        resp.headers["content-type"] = "application/json"
+
+    def _fail(self, resp: http.Response, ex: Exchange, message: str) -> None:
+        ex.outcome, ex.error, ex.status = "error", message, 502
+        resp.status_code = 502
+        resp.content = dumps(codec(ex.front.protocol).render_error(502, message))
+        resp.headers.pop("content-encoding", None)
+        resp.headers["content-type"] = "application/json"

@@ -1,0 +1,79 @@
+"""The `Exchange`: the one object every addon shares about one LLM request.
+
+It lives in `flow.metadata["llm"]` for LLM flows only (no key: not an LLM flow, leave it alone).
+The gateway creates it; commands and redaction edit `request` in place (and set
+`request_edited`); routing fills `route`; stream watchers add stages to `stages`; the response
+converter fills `usage`, `outcome` and the timings. Nothing here knows mitmproxy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from protocol.canonical import ChatRequest, Event, ProtocolName, Usage
+
+Arrival = Literal["gateway", "intercept"]
+Endpoint = Literal["chat", "count_tokens"]
+Outcome = Literal["pending", "ok", "error", "loop_halted", "local"]
+
+
+class Stage(Protocol):
+    """A step of the stream pipeline: sees canonical events, may change or add to them."""
+
+    def feed(self, event: Event) -> list[Event]: ...
+
+    def close(self) -> list[Event]: ...
+
+
+@dataclass(slots=True)
+class Front:
+    protocol: ProtocolName
+    arrival: Arrival = "gateway"
+    endpoint: Endpoint = "chat"
+    session_id: str | None = None
+    client_stream: bool = False
+
+
+@dataclass(slots=True)
+class Attempt:
+    backend: str
+    model: str
+    key_id: str | None = None
+    failure: str | None = None  # why it failed, when it did
+
+
+@dataclass(slots=True)
+class RoutePlan:
+    attempts: list[Attempt] = field(default_factory=list)
+    current: int = 0
+
+    @property
+    def active(self) -> Attempt | None:
+        return self.attempts[self.current] if self.current < len(self.attempts) else None
+
+
+@dataclass(slots=True)
+class Exchange:
+    front: Front
+    request: ChatRequest
+    raw: dict[str, Any]  # the client's body as parsed JSON (forwarded as is when protocols match)
+    requested_model: str
+    route: RoutePlan = field(default_factory=RoutePlan)
+    stages: list[Stage] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    usage_source: Literal["upstream", "counted", "none"] = "none"
+    outcome: Outcome = "pending"
+    status: int | None = None
+    error: str | None = None
+    request_edited: bool = False
+    backend_protocol: ProtocolName | None = None
+    started: float = field(default_factory=time.monotonic)
+    first_byte: float | None = None
+    finished: float | None = None
+
+    @property
+    def converted(self) -> bool:
+        """True when the backend speaks another protocol than the client."""
+        return self.backend_protocol is not None and self.backend_protocol != self.front.protocol

@@ -1,0 +1,68 @@
+"""The SSE decoder holds for any split of the bytes; the encoder writes what it reads."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol.sse import SSEDecoder, SSEEvent, encode_event
+
+STREAM = (
+    b"event: message_start\n"
+    b'data: {"type":"message_start","text":"h\xc3\xa9llo \xf0\x9f\x8c\x8d"}\n\n'
+    b": keep-alive comment\n\n"
+    b"data: line one\n"
+    b"data: line two\n\n"
+    b"data:no-space\n\n"
+    b"data: [DONE]\n\n"
+)
+EXPECTED = [
+    SSEEvent("message_start", '{"type":"message_start","text":"héllo 🌍"}'),
+    SSEEvent(None, "line one\nline two"),
+    SSEEvent(None, "no-space"),
+    SSEEvent(None, "[DONE]"),
+]
+
+
+def decode(chunks: list[bytes]) -> list[SSEEvent]:
+    decoder = SSEDecoder()
+    events: list[SSEEvent] = []
+    for chunk in chunks:
+        events.extend(decoder.feed(chunk))
+    events.extend(decoder.close())
+    return events
+
+
+def test_whole() -> None:
+    assert decode([STREAM]) == EXPECTED
+
+
+def test_every_single_split_point() -> None:
+    for i in range(len(STREAM) + 1):
+        assert decode([STREAM[:i], STREAM[i:]]) == EXPECTED, i
+
+
+def test_byte_by_byte() -> None:
+    assert decode([STREAM[i : i + 1] for i in range(len(STREAM))]) == EXPECTED
+
+
+def test_crlf_and_cr_line_ends_any_split() -> None:
+    for sep in (b"\r\n", b"\r"):
+        stream = STREAM.replace(b"\n", sep)
+        assert decode([stream]) == EXPECTED
+        for i in range(len(stream) + 1):
+            assert decode([stream[:i], stream[i:]]) == EXPECTED, (sep, i)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12))
+def test_random_splits(points: list[int]) -> None:
+    cuts = sorted(set(points))
+    chunks = [STREAM[a:b] for a, b in zip([0, *cuts], [*cuts, len(STREAM)], strict=True)]
+    assert decode(chunks) == EXPECTED
+
+
+def test_last_event_without_blank_line_is_delivered_at_close() -> None:
+    assert decode([b'data: {"a":1}']) == [SSEEvent(None, '{"a":1}')]
+
+
+def test_encode_round_trip() -> None:
+    raw = encode_event("multi\nline", "evt") + encode_event('{"x": 1}')
+    assert decode([raw]) == [SSEEvent("evt", "multi\nline"), SSEEvent(None, '{"x": 1}')]
