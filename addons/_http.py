@@ -13,9 +13,20 @@ from mitmproxy import http
 
 from protocol.codec import codec
 from protocol.endpoints import protocol_guess
+from protocol.exchange import exchange_of
 
 logger = logging.getLogger(__name__)
 
+# An error body that the OpenAI, Anthropic and Gemini SDKs all read as an error with a message.
+POLYGLOT_500 = {
+    "type": "error",
+    "error": {
+        "type": "api_error",
+        "message": "internal proxy error",
+        "code": 500,
+        "status": "INTERNAL",
+    },
+}
 JSON_HEADERS = {"content-type": "application/json"}
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
 
@@ -46,11 +57,14 @@ def fail_closed[H: Callable[..., Any]](hook: H) -> H:
 
     def answer(flow: http.HTTPFlow) -> None:
         logger.exception("internal error while handling %s", flow.request.path)
-        ex = flow.metadata.get("llm")
+        ex = exchange_of(flow.metadata)
         protocol = ex.front.protocol if ex is not None else protocol_guess(flow.request.path)
         if ex is not None:
             ex.outcome, ex.status, ex.error = "error", 500, "internal proxy error"
-        flow.response = error_response(protocol, 500, "internal proxy error")
+        try:
+            flow.response = error_response(protocol, 500, "internal proxy error")
+        except Exception:  # even the error renderer failed: a body every SDK can read
+            flow.response = json_response(500, POLYGLOT_500)
 
     if _is_async(hook):
 

@@ -1,7 +1,7 @@
 """The addon chain, in the order of the data: load it with `mitmdump -s addons/chain.py`.
 
 gateway (front protocol, key, canonical request) -> routing (backend, key, rewritten flow) ->
-responses (stream pipeline and whole-answer conversion). `Config` comes first (the shared
+timeouts (504 when the backend is silent) -> responses (stream pipeline and whole-answer conversion). `Config` comes first (the shared
 environment), `ConfFile` last (applies mitm.conf once every chain option exists).
 """
 
@@ -19,11 +19,19 @@ from addons.config import Config  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.responses import Responses  # noqa: E402
 from addons.routing import Routing  # noqa: E402
+from addons.timeouts import Timeouts  # noqa: E402
 
 
 def make_chain() -> list[object]:
     config = Config()
-    return [config, Gateway(config), Routing(config), Responses(config), ConfFile()]
+    return [
+        config,
+        Gateway(config),
+        Routing(config),
+        Timeouts(),
+        Responses(config),
+        ConfFile(),
+    ]
 
 
 addons = make_chain()

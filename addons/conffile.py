@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, exceptions, optmanager
+from mitmproxy.addonmanager import Loader
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class ConfFile:
     def __init__(self) -> None:
         self.applied: dict[str, Any] = {}
 
-    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+    def load(self, loader: Loader) -> None:
         loader.add_option(
             "llm_conf", str, "mitm.conf", "YAML file of option values applied under --set."
         )

@@ -1,7 +1,8 @@
 """Config addon: the proxy's environment (process env over `.env`) and the configured backends.
 
 Every other chain addon is handed this object and reads `backends`, `default_backend` and
-`proxy_key` from it; they change when `llm_env_file` changes.
+`proxy_key` from it (they change when `llm_env_file` changes), and shares `reachability`, what
+is known of whether each backend host accepts connections.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import logging
 
 from mitmproxy import ctx
+from mitmproxy.addonmanager import Loader
 
 from protocol.backends import Backend, default_backend, load_backends
 from protocol.env import load_env
+from protocol.reachability import Reachability
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +27,9 @@ class Config:
         self.backends: dict[str, Backend] = {}
         self.default_backend: str | None = None
         self.proxy_key: str | None = None
+        self.reachability = Reachability()
 
-    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+    def load(self, loader: Loader) -> None:
         loader.add_option(
             "llm_env_file", str, ".env", "File of NAME=value lines read under the environment."
         )

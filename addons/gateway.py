@@ -16,13 +16,14 @@ import logging
 from collections.abc import Sequence
 
 from mitmproxy import ctx, http
+from mitmproxy.addonmanager import Loader
 
 from addons._http import error_response, fail_closed, json_response
 from addons.config import Config
 from protocol import endpoints
 from protocol.catalog import ModelCatalog, render_models
 from protocol.codec import ProtocolError, codec
-from protocol.exchange import Exchange, Front
+from protocol.exchange import Exchange, Front, exchange_of
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Gateway:
         self.catalog = ModelCatalog()
         self.intercept_hosts: frozenset[str] = frozenset(DEFAULT_INTERCEPT_HOSTS)
 
-    def load(self, loader) -> None:  # type: ignore[no-untyped-def]
+    def load(self, loader: Loader) -> None:
         loader.add_option(
             "llm_intercept_hosts",
             Sequence[str],
@@ -69,7 +70,7 @@ class Gateway:
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or "llm" in flow.metadata:
+        if flow.response is not None or exchange_of(flow.metadata) is not None:
             return
         req = flow.request
         mode = flow.client_conn.proxy_mode.type_name

@@ -18,7 +18,7 @@ from mitmproxy import http
 from addons._http import SSE_HEADERS, dumps
 from addons.config import Config
 from protocol.codec import codec, error_message
-from protocol.exchange import Exchange
+from protocol.exchange import Exchange, exchange_of
 from protocol.pipeline import StreamPipeline, encode_whole
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class Responses:
         self.config = config
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        ex: Exchange | None = flow.metadata.get("llm")
+        ex = exchange_of(flow.metadata)
         resp = flow.response
         if ex is None or resp is None or ex.outcome != "pending":
             return
@@ -55,11 +55,13 @@ class Responses:
         resp.stream = pipeline
 
     def response(self, flow: http.HTTPFlow) -> None:
-        ex: Exchange | None = flow.metadata.get("llm")
+        ex = exchange_of(flow.metadata)
         resp = flow.response
         if ex is None or resp is None:
             return
         ex.status = resp.status_code
+        if flow.server_conn.timestamp_tcp_setup and resp.status_code < 500:
+            self.config.reachability.mark_ok(flow.request.host, flow.request.port)
         if resp.stream or ex.outcome != "pending":
             return
         ex.finished = time.monotonic()
@@ -98,13 +100,16 @@ class Responses:
             resp.headers["content-type"] = "application/json"
 
     def error(self, flow: http.HTTPFlow) -> None:
-        ex: Exchange | None = flow.metadata.get("llm")
+        ex = exchange_of(flow.metadata)
         if ex is None:
             return
         ex.finished = time.monotonic()
         if ex.outcome == "pending":
             ex.outcome = "error"
         ex.error = flow.error.msg if flow.error else "connection error"
+        if flow.response is None and flow.server_conn.timestamp_tcp_setup is None:
+            # the connection itself failed: answer the next requests without trying
+            self.config.reachability.mark_down(flow.request.host, flow.request.port, ex.error)
 
     def _relay_error(self, resp: http.Response, ex: Exchange) -> None:
         ex.outcome = "error"

@@ -19,7 +19,7 @@ from addons.config import Config
 from protocol import tokens
 from protocol.backends import KINDS, ApiKey, Backend, RouteError, resolve_model
 from protocol.codec import codec
-from protocol.exchange import Attempt, Exchange, RoutePlan
+from protocol.exchange import Attempt, Exchange, RoutePlan, exchange_of
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ class Routing:
         self.config = config
 
     @fail_closed
-    def request(self, flow: http.HTTPFlow) -> None:
-        ex: Exchange | None = flow.metadata.get("llm")
+    async def request(self, flow: http.HTTPFlow) -> None:
+        ex = exchange_of(flow.metadata)
         if ex is None or flow.response is not None:
             return
         try:
@@ -62,6 +62,13 @@ class Routing:
             body = self._render(ex, backend, model)
         assert url is not None
         self._rewrite(flow, ex, backend, key, url, body)
+        reachable, reason = await self.config.reachability.check(
+            flow.request.host, flow.request.port
+        )
+        if not reachable:
+            message = f"{backend.name} is unreachable: {reason}"
+            ex.outcome, ex.status, ex.error = "error", 502, message
+            flow.response = error_response(ex.front.protocol, 502, message)
 
     def _resolve(self, flow: http.HTTPFlow, ex: Exchange) -> tuple[Backend, str]:
         backends = self.config.backends

@@ -38,6 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="option=value",
         help="set an option (as mitmdump's --set); wins over mitm.conf",
     )
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="serve without the chain: a plain lean reverse proxy (for benchmarks)",
+    )
     return parser.parse_args(argv)
 
 
@@ -46,6 +51,8 @@ async def run(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     logging.getLogger().setLevel(logging.DEBUG)  # as mitmdump does: termlog_verbosity filters
+    # one line per client connection is noise for a gateway: keep warnings only
+    logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
     opts = options.Options()
     m = master.Master(opts, with_termlog=False)
     m.addons.add(
@@ -57,7 +64,8 @@ async def run(argv: list[str] | None = None) -> None:
         dns_resolver.DnsResolver(),
         errorcheck.ErrorCheck(),
     )
-    m.addons.add(*make_chain())
+    if not args.bare:
+        m.addons.add(*make_chain())
     try:
         opts.set(*args.setoptions)
     except exceptions.OptionsError as e:

@@ -77,3 +77,35 @@ class Exchange:
     def converted(self) -> bool:
         """True when the backend speaks another protocol than the client."""
         return self.backend_protocol is not None and self.backend_protocol != self.front.protocol
+
+    def summary(self) -> dict[str, Any]:
+        """What is worth keeping of the exchange in a saved flow: plain data, no keys, no body."""
+        return {
+            "front": self.front.protocol,
+            "arrival": self.front.arrival,
+            "endpoint": self.front.endpoint,
+            "session_id": self.front.session_id,
+            "stream": self.front.client_stream,
+            "requested_model": self.requested_model,
+            "attempts": [
+                {"backend": a.backend, "model": a.model, "key_id": a.key_id, "failure": a.failure}
+                for a in self.route.attempts
+            ],
+            "usage": self.usage.model_dump(exclude_none=True),
+            "usage_source": self.usage_source,
+            "outcome": self.outcome,
+            "status": self.status,
+            "error": self.error,
+        }
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        # mitmproxy deep-copies flow.metadata to save, duplicate or back up a flow; a copy of a
+        # live exchange (timers, stream state) is neither wanted nor serialisable: the copy is
+        # its plain summary, which is what saved flows (`mitmdump -w`) then hold.
+        return self.summary()
+
+
+def exchange_of(metadata: dict[str, Any]) -> Exchange | None:
+    """The live exchange of a flow (None for non-LLM flows and for copies of saved flows)."""
+    ex = metadata.get("llm")
+    return ex if isinstance(ex, Exchange) else None
