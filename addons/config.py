@@ -45,7 +45,11 @@ class Config:
             self.reload(ctx.options.llm_env_file)
 
     def reload(self, env_file: str | None) -> None:
-        self.env = load_env(env_file)
+        self.apply(load_env(env_file))
+
+    def apply(self, env: dict[str, str]) -> None:
+        """Use `env` (already merged) as the proxy's environment."""
+        self.env = env
         self.backends = load_backends(self.env)
         self.default_backend = default_backend(self.backends, self.env)
         self.proxy_key = self.env.get(PROXY_KEY_VAR) or None

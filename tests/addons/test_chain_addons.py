@@ -1,0 +1,278 @@
+"""The chain's addons on mitmproxy test flows: gateway, routing, responses, timeouts, conf file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mitmproxy import http
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import taddons, tflow
+
+from addons.conffile import ConfFile
+from addons.config import Config
+from addons.gateway import Gateway
+from addons.responses import Responses
+from addons.routing import Routing
+from addons.timeouts import Timeouts
+from protocol.exchange import exchange_of
+
+ENV = {
+    "OPENAI_API_KEY": "sk-upstream-openai",
+    "OPENAI_API_BASE_URL": "http://127.0.0.1:1/openai/v1",
+    "ANTHROPIC_API_KEY": "sk-ant-upstream",
+    "ANTHROPIC_API_BASE_URL": "http://127.0.0.1:1/anthropic/v1",
+    "GEMINI_API_KEY": "gem-upstream",
+    "GEMINI_API_BASE_URL": "http://127.0.0.1:1/gemini/v1beta",
+    "LLM_INTERACTIVE_PROXY_API_KEY": "proxy-key",
+}
+CHAT = {"model": "openai:gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def gateway_flow(
+    path: str, body: Any = None, *, method: str = "POST", headers: dict[str, str] | None = None
+) -> http.HTTPFlow:
+    f = tflow.tflow()
+    f.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:9@8000")
+    f.request = http.Request.make(
+        method,
+        f"http://127.0.0.1:9{path}",
+        json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body or b"",
+        {"authorization": "Bearer proxy-key", **(headers or {})},
+    )
+    return f
+
+
+@pytest.fixture
+def chain() -> tuple[Config, Gateway, Routing]:
+    config = Config()
+    config.apply(dict(ENV))
+    return config, Gateway(config), Routing(config)
+
+
+async def run_request(chain: tuple[Config, Gateway, Routing], f: http.HTTPFlow) -> None:
+    config, gateway, routing = chain
+    config.reachability.mark_ok("127.0.0.1", 1)
+    with taddons.context(config, gateway, routing):
+        await gateway.request(f)
+        await routing.request(f)
+
+
+def error_of(f: http.HTTPFlow) -> tuple[int, dict[str, Any]]:
+    assert f.response is not None
+    return f.response.status_code, json.loads(f.response.content or b"")
+
+
+async def test_unknown_path_gets_404_in_the_guessed_protocol(chain: Any) -> None:
+    f = gateway_flow("/v1/nothing", CHAT)
+    await run_request(chain, f)
+    status, body = error_of(f)
+    assert status == 404 and "unknown endpoint" in body["error"]["message"]
+    f = gateway_flow("/anthropic/v1/nothing", CHAT)
+    await run_request(chain, f)
+    status, body = error_of(f)
+    assert status == 404 and body["type"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "shape"),
+    [
+        ("/v1/chat/completions", {"authorization": "Bearer wrong"}, "openai"),
+        ("/anthropic/v1/messages", {"authorization": "", "x-api-key": "wrong"}, "anthropic"),
+        ("/v1beta/models/gpt-4o:generateContent", {"authorization": ""}, "gemini"),
+    ],
+)
+async def test_wrong_or_missing_proxy_key_gets_401(
+    chain: Any, path: str, headers: dict[str, str], shape: str
+) -> None:
+    f = gateway_flow(path, CHAT, headers=headers)
+    await run_request(chain, f)
+    status, body = error_of(f)
+    assert status == 401
+    if shape == "gemini":
+        assert body["error"]["status"] == "UNAUTHENTICATED"
+    elif shape == "anthropic":
+        assert body["error"]["type"] == "authentication_error"
+    else:
+        assert body["error"]["type"] == "authentication_error"
+    assert "proxy-key" not in json.dumps(body)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"x-api-key": "proxy-key"}, {"x-goog-api-key": "proxy-key"}],
+)
+async def test_each_sdk_way_of_sending_the_key_is_accepted(
+    chain: Any, headers: dict[str, str]
+) -> None:
+    f = gateway_flow("/v1/chat/completions", CHAT, headers={"authorization": "", **headers})
+    await run_request(chain, f)
+    assert f.response is None
+
+
+async def test_key_in_query_is_accepted_and_not_forwarded(chain: Any) -> None:
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    f = gateway_flow(
+        "/v1beta/models/gemini:gemini-2.5-pro:streamGenerateContent?alt=sse&key=proxy-key",
+        body,
+        headers={"authorization": ""},
+    )
+    await run_request(chain, f)
+    assert f.response is None
+    assert f.request.url == (
+        "http://127.0.0.1:1/gemini/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+    )
+    assert f.request.headers["x-goog-api-key"] == "gem-upstream"
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/v1/chat/completions", b"{not json"),
+        ("/v1/chat/completions", b"[1, 2]"),
+        ("/v1/chat/completions", json.dumps({"model": "gpt-4o"}).encode()),
+        ("/anthropic/v1/messages", b"{not json"),
+        ("/v1beta/models/x:generateContent", b'{"contents": 5}'),
+    ],
+)
+async def test_bad_bodies_get_400(chain: Any, path: str, raw: bytes) -> None:
+    f = gateway_flow(path, raw)
+    await run_request(chain, f)
+    status, body = error_of(f)
+    assert status == 400
+    assert "error" in body
+
+
+async def test_unknown_backend_prefix_gets_404(chain: Any) -> None:
+    f = gateway_flow("/v1/chat/completions", {**CHAT, "model": "mistral:large"})
+    await run_request(chain, f)
+    status, body = error_of(f)
+    assert status == 404 and "unknown backend 'mistral'" in body["error"]["message"]
+    ex = exchange_of(f.metadata)
+    assert ex is not None and ex.outcome == "error"
+
+
+async def test_same_protocol_forwards_the_body_with_only_the_model_changed(chain: Any) -> None:
+    body = {**CHAT, "seed": 7, "some_future_field": {"x": [1]}, "stream": True}
+    f = gateway_flow("/v1/chat/completions", body, headers={"openai-organization": "org"})
+    await run_request(chain, f)
+    assert f.response is None
+    assert f.request.url == "http://127.0.0.1:1/openai/v1/chat/completions"
+    assert f.request.headers["authorization"] == "Bearer sk-upstream-openai"
+    assert f.request.headers["accept-encoding"] == "identity"
+    assert f.request.headers["openai-organization"] == "org"
+    assert json.loads(f.request.content or b"") == {**body, "model": "gpt-4o"}
+
+
+async def test_converted_request_is_rendered_for_the_backend(chain: Any) -> None:
+    body = {**CHAT, "model": "anthropic:claude-sonnet-4-5", "stream": True}
+    f = gateway_flow("/v1/chat/completions", body, headers={"x-stainless-lang": "python"})
+    await run_request(chain, f)
+    assert f.request.url == "http://127.0.0.1:1/anthropic/v1/messages"
+    assert f.request.headers["x-api-key"] == "sk-ant-upstream"
+    assert f.request.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in f.request.headers
+    assert "x-stainless-lang" not in f.request.headers
+    sent = json.loads(f.request.content or b"")
+    assert sent["model"] == "claude-sonnet-4-5"
+    assert sent["max_tokens"] > 0 and sent["stream"] is True
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}] or (
+        sent["messages"] == [{"role": "user", "content": "hi"}]
+    )
+
+
+async def test_unreachable_backend_gets_502_in_the_client_protocol(chain: Any) -> None:
+    config, gateway, routing = chain
+    config.reachability.mark_down("127.0.0.1", 1, "cannot connect to 127.0.0.1:1: refused")
+    f = gateway_flow("/anthropic/v1/messages", {**CHAT, "max_tokens": 10})
+    with taddons.context(config, gateway, routing):
+        await gateway.request(f)
+        await routing.request(f)
+    status, body = error_of(f)
+    assert status == 502 and body["type"] == "error"
+    assert "unreachable" in body["error"]["message"]
+
+
+async def test_count_tokens_answered_locally_for_another_protocol(chain: Any) -> None:
+    f = gateway_flow(
+        "/v1/messages/count_tokens",
+        {"model": "openai:gpt-4o", "messages": [{"role": "user", "content": "hello world"}]},
+    )
+    await run_request(chain, f)
+    status, body = error_of(f)
+    assert status == 200 and body["input_tokens"] > 2
+
+
+async def test_models_lists_come_from_the_backends(chain: Any, monkeypatch: Any) -> None:
+    config, gateway, routing = chain
+
+    async def fake_models(backends: Any) -> dict[str, list[str]]:
+        return {"openai": ["gpt-4o"], "gemini": ["gemini-2.5-pro"]}
+
+    monkeypatch.setattr(gateway.catalog, "models", fake_models)
+    f = gateway_flow("/v1/models", method="GET")
+    await run_request(chain, f)
+    _, body = error_of(f)
+    assert [m["id"] for m in body["data"]] == ["openai:gpt-4o", "gemini:gemini-2.5-pro"]
+    f = gateway_flow("/v1beta/models", method="GET")
+    await run_request(chain, f)
+    _, body = error_of(f)
+    assert body["models"][1]["name"] == "models/gemini:gemini-2.5-pro"
+
+
+async def test_intercepted_other_hosts_are_untouched(chain: Any) -> None:
+    f = tflow.tflow()
+    f.request.url = "https://example.com/v1/chat/completions"
+    f.request.content = b"not json at all"
+    await run_request(chain, f)
+    assert f.response is None and exchange_of(f.metadata) is None
+    assert f.request.url == "https://example.com/v1/chat/completions"
+
+
+async def test_upstream_error_is_relayed_in_the_client_protocol(chain: Any) -> None:
+    config, gateway, routing = chain
+    responses = Responses(config)
+    f = gateway_flow("/anthropic/v1/messages", {**CHAT, "max_tokens": 10})
+    await run_request(chain, f)
+    f.response = http.Response.make(
+        429,
+        json.dumps({"error": {"message": "slow down sk-upstream-openai", "type": "rate"}}),
+        {"content-type": "application/json", "retry-after": "7"},
+    )
+    with taddons.context(config, responses):
+        responses.responseheaders(f)
+        responses.response(f)
+    status, body = error_of(f)
+    assert status == 429 and body["type"] == "error"
+    assert body["error"]["type"] == "rate_limit_error"
+    assert "slow down" in body["error"]["message"]
+    assert "sk-upstream-openai" not in body["error"]["message"]
+    assert f.response is not None and f.response.headers["retry-after"] == "7"
+
+
+async def test_timeout_timer_is_set_and_cancelled(chain: Any) -> None:
+    config, gateway, routing = chain
+    timeouts = Timeouts()
+    f = gateway_flow("/v1/chat/completions", CHAT)
+    await run_request(chain, f)
+    with taddons.context(config, timeouts) as tctx:
+        tctx.configure(config, llm_upstream_timeout=30)
+        timeouts.request(f)
+        assert f.id in timeouts._timers
+        timeouts.responseheaders(f)
+        assert f.id not in timeouts._timers
+
+
+def test_conf_file_fills_only_what_the_user_left_at_default(tmp_path: Path) -> None:
+    conf = tmp_path / "x.conf"
+    conf.write_text("ssl_insecure: false\nllm_upstream_timeout: 42\nnot_an_option: 1\n")
+    config = Config()
+    cf = ConfFile()
+    with taddons.context(config) as tctx:
+        tctx.options.update(ssl_insecure=True)  # as if set on the command line
+        tctx.master.addons.add(cf)
+        cf.apply(str(conf))
+        assert tctx.options.llm_upstream_timeout == 42
+        assert tctx.options.ssl_insecure is True
