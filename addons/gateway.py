@@ -94,6 +94,8 @@ class Gateway:
             return
         if endpoint.kind == "probe" or endpoint.kind == "health":
             flow.response = json_response(200, {"status": "ok"})
+            if req.method == "HEAD":
+                flow.response.content = b""
             return
         if endpoint.kind == "models":
             models = await self.catalog.models(self.config.backends)

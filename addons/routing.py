@@ -92,9 +92,13 @@ class Routing:
         if backend.protocol == ex.front.protocol and not ex.request_edited:
             return self._forwarded_body(ex, model)
         body = codec(backend.protocol).render_request(ex.request)
-        if backend.protocol == "openai" and ex.request.stream and ex.converted:
-            # the client's protocol reports usage at the end of a stream: ask for it
-            body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
+        if backend.protocol == "openai" and ex.converted:
+            if ex.request.stream:
+                # the client's protocol reports usage at the end of a stream: ask for it
+                body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
+            if backend.name == "openai" and "max_tokens" in body:
+                # OpenAI's reasoning models reject max_tokens; every OpenAI model takes this
+                body["max_completion_tokens"] = body.pop("max_tokens")
         return body
 
     def _rewrite(

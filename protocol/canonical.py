@@ -133,7 +133,7 @@ class ToolChoice(_Model):
 class Reasoning(_Model):
     """Reasoning control: an effort level and/or a token budget, and whether thoughts come back."""
 
-    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     budget_tokens: int | None = None
     include_thoughts: bool | None = None
     enabled: bool | None = None
@@ -161,6 +161,15 @@ class ChatRequest(_Model):
 
 
 class Usage(_Model):
+    """Token counts, normalised to one meaning whatever the protocol reported.
+
+    `input_tokens` is the whole prompt, cached parts included (`cached_tokens` read from cache
+    and `cache_creation_tokens` written to it are subsets of it); `output_tokens` is everything
+    generated, reasoning included (`reasoning_tokens` is a subset of it). Codecs convert on
+    parse and render: Anthropic reports input without cache reads/writes, Gemini reports output
+    without thoughts.
+    """
+
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_tokens: int | None = None
