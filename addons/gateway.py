@@ -98,8 +98,11 @@ class Gateway:
                 flow.response.content = b""
             return
         if endpoint.kind == "models":
+            protocol = endpoint.protocol
+            if "x-goog-api-client" in req.headers or "x-goog-api-key" in req.headers:
+                protocol = "gemini"  # google-genai lists models at /v1/models too
             models = await self.catalog.models(self.config.backends)
-            flow.response = json_response(200, render_models(endpoint.protocol, models))
+            flow.response = json_response(200, render_models(protocol, models))
             return
         self._parse(flow, endpoint, "intercept" if intercepted else "gateway")
 

@@ -1,0 +1,117 @@
+"""The proxy's own endpoints, the Anthropic front at the root, and stock mitmdump with the chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e import clients
+from tests.e2e.conftest import MODELS, PROXY_KEY, backend_env
+from tests.e2e.proxy import ProxyProcess
+from tests.upstream.script import Reply, Upstream
+
+
+def test_openai_models_list(proxy: ProxyProcess, upstream: Upstream) -> None:
+    ids = [m.id for m in clients.openai_client(proxy.url, PROXY_KEY).models.list()]
+    for backend in ("openai", "openrouter", "anthropic", "gemini"):
+        assert any(i.startswith(f"{backend}:") for i in ids), (backend, ids)
+    # every listed name is usable as a model
+    upstream.enqueue(Reply(text="ok"))
+    got = clients.openai_call(
+        clients.openai_client(proxy.url, PROXY_KEY), ids[-1], stream=False, tools=False
+    )
+    assert got.text == "ok"
+
+
+def test_anthropic_models_list(proxy: ProxyProcess) -> None:
+    page = clients.anthropic_client(proxy.url, PROXY_KEY).models.list()
+    ids = [m.id for m in page.data]
+    assert any(i.startswith("anthropic:") for i in ids) and any(i.startswith("gemini:") for i in ids)
+
+
+def test_gemini_models_list(proxy: ProxyProcess) -> None:
+    client = clients.gemini_client(proxy.url, PROXY_KEY)
+    names = [m.name or "" for m in client.models.list()]
+    assert any(n.startswith("models/gemini:") for n in names), names
+
+
+def test_models_list_is_cached(proxy: ProxyProcess, upstream: Upstream) -> None:
+    client = clients.openai_client(proxy.url, PROXY_KEY)
+    client.models.list()
+    upstream.clear()
+    client.models.list()
+    assert [r for r in upstream.requests if r.path.endswith("/models")] == []
+
+
+def test_anthropic_count_tokens_forwarded_to_anthropic(proxy: ProxyProcess, upstream: Upstream) -> None:
+    client = clients.anthropic_client(proxy.url, PROXY_KEY)
+    result = client.messages.count_tokens(
+        model=f"anthropic:{MODELS['anthropic']}",
+        messages=[{"role": "user", "content": "How many tokens is this?"}],
+    )
+    assert result.input_tokens > 0
+    assert upstream.requests[-1].path.endswith("/messages/count_tokens")
+    assert upstream.requests[-1].body["model"] == MODELS["anthropic"]
+
+
+def test_anthropic_count_tokens_counted_locally_for_other_backends(
+    proxy: ProxyProcess, upstream: Upstream
+) -> None:
+    client = clients.anthropic_client(proxy.url, PROXY_KEY)
+    short = client.messages.count_tokens(
+        model="openai:gpt-4o", messages=[{"role": "user", "content": "hi"}]
+    )
+    long = client.messages.count_tokens(
+        model="openai:gpt-4o", messages=[{"role": "user", "content": "hello world " * 50}]
+    )
+    assert 0 < short.input_tokens < long.input_tokens
+    assert upstream.requests == []
+
+
+def test_anthropic_front_at_the_root_url(proxy: ProxyProcess, upstream: Upstream) -> None:
+    upstream.enqueue(Reply(text="from the root"))
+    got = clients.anthropic_call(
+        clients.anthropic_client(proxy.url, PROXY_KEY, prefix=""),
+        "openai:gpt-4o",
+        stream=True,
+        tools=False,
+    )
+    assert got.text == "from the root"
+
+
+def test_base_url_probe_and_health(proxy: ProxyProcess) -> None:
+    for path in ("/", "/anthropic"):
+        assert httpx.head(proxy.url + path, headers={"x-api-key": PROXY_KEY}).status_code == 200
+    assert httpx.get(proxy.url + "/health", headers={"x-api-key": PROXY_KEY}).json() == {
+        "status": "ok"
+    }
+
+
+@pytest.fixture(scope="module")
+def mitmdump_proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    env = backend_env(upstream)
+    env["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
+    confdir: Path = tmp_path_factory.mktemp("conf-mitmdump")
+    process = ProxyProcess(env, confdir=confdir, launcher="mitmdump")
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.mark.parametrize("backend", ["anthropic", "gemini"])
+def test_stock_mitmdump_runs_the_same_chain(
+    backend: str, mitmdump_proxy: ProxyProcess, upstream: Upstream
+) -> None:
+    upstream.enqueue(Reply(text="via mitmdump", text_chunks=4))
+    got = clients.openai_call(
+        clients.openai_client(mitmdump_proxy.url, PROXY_KEY),
+        f"{backend}:{MODELS[backend]}",
+        stream=True,
+        tools=False,
+    )
+    assert got.text == "via mitmdump" and got.finish == "stop"
+    assert upstream.requests[-1].backend == backend
