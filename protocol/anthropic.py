@@ -1558,6 +1558,8 @@ class StreamEncoder:
         self._open_args: list[str] = []
         self._held: dict[int, list[_Op]] = {}
         self._stopped: set[int] = set()
+        self._skipped: set[int] = set()
+        self._opened: set[int] = set()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -1625,8 +1627,12 @@ class StreamEncoder:
                 self._close_open(out, final=False)
         elif c in self._held:
             self._held[c].append(op)
-        elif c in self._stopped:
+        elif c in self._stopped or c in self._skipped:
             log.debug("dropping a delta for block %s after its BlockStop", c)
+        elif op[0] == "think" and not op[1] and c not in self._opened:
+            # a signature-only thinking block (another provider's token for its own use, as
+            # Gemini sends at the end of an answer): nothing an Anthropic client can use
+            self._skipped.add(c)
         elif self._make_room(out):
             self._open_block(c, op, out)
         else:
@@ -1726,6 +1732,7 @@ class StreamEncoder:
             return False
         ai = self._next_a
         self._next_a += 1
+        self._opened.add(c)
         self._open, self._open_a, self._open_kind = c, ai, kind
         self._open_args = []
         out.append(

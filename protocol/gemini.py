@@ -1258,9 +1258,11 @@ class StreamDecoder:
         "_closed",
         "_raw",
         "_seen_sse",
+        "_late_sig",
     )
 
     def __init__(self) -> None:
+        self._late_sig: str | None = None
         self._sse = SSEDecoder()
         self._started = False
         self._rid = ""
@@ -1305,6 +1307,12 @@ class StreamDecoder:
             self._started = True
             out.append(Start(id="", model=""))
         self._close_open(out)
+        if self._late_sig:
+            # a signature that came on a part of the answer text: kept as a signature-only
+            # block at the end, so the text stays one block
+            out.append(ThinkingDelta(self._next, "", self._late_sig))
+            out.append(BlockStop(self._next))
+            self._next += 1
         if self._finish is not None:
             stop = _stop_reason(self._finish, self._calls > 0)
         elif self._blocked:
@@ -1440,7 +1448,9 @@ class StreamDecoder:
                 out.append(ThinkingDelta(index, text, sig if isinstance(sig, str) else None))
             return
         if isinstance(sig, str) and sig:
-            if self._kind == "thinking":
+            if self._kind == "text":
+                self._late_sig = sig
+            elif self._kind == "thinking":
                 out.append(ThinkingDelta(self._open, "", sig))
                 self._close_open(out)
             else:
