@@ -22,6 +22,18 @@ from addons.routing import Routing  # noqa: E402
 from addons.timeouts import Timeouts  # noqa: E402
 
 
+class LLMProxy:
+    """The whole chain as one mitmproxy addon; its parts are its nested `addons`.
+
+    mitmproxy calls each nested addon's hooks in order, exactly as for top-level addons, but
+    pays its per-addon dispatch cost (an error guard and a coroutine per event) once for the
+    chain instead of once per part.
+    """
+
+    def __init__(self) -> None:
+        self.addons = make_chain()
+
+
 def make_chain() -> list[object]:
     config = Config()
     return [
@@ -34,4 +46,4 @@ def make_chain() -> list[object]:
     ]
 
 
-addons = make_chain()
+addons = [LLMProxy()]

@@ -1,0 +1,1 @@
+"""Tests of the strict test upstream (`tests/upstream`) itself, driven by the official SDKs."""
