@@ -55,13 +55,13 @@ class Routing:
             if backend.protocol != ex.front.protocol:
                 self._count_locally(flow, ex)
                 return
-            url = backend.count_tokens_url(model)
+            path = backend.count_tokens_path(model)
             body = self._forwarded_body(ex, model)
         else:
-            url = backend.chat_url(model, ex.request.stream)
+            path = backend.chat_path(model, ex.request.stream)
             body = self._render(ex, backend, model)
-        assert url is not None
-        self._rewrite(flow, ex, backend, key, url, body)
+        assert path is not None
+        self._rewrite(flow, ex, backend, key, path, body)
         reachable, reason = await self.config.reachability.check(
             flow.request.host, flow.request.port
         )
@@ -107,7 +107,7 @@ class Routing:
         ex: Exchange,
         backend: Backend,
         key: ApiKey | None,
-        url: str,
+        path: str,
         body: dict,
     ) -> None:
         req = flow.request
@@ -129,7 +129,11 @@ class Routing:
         headers["accept-encoding"] = "identity"
         headers["content-type"] = "application/json"
         req.method = "POST"
-        req.url = url
+        origin = backend.origin
+        req.scheme = origin.scheme
+        req.host = origin.host
+        req.port = origin.port
+        req.path = path
         req.content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
     @staticmethod

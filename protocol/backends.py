@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import cached_property
+from typing import Literal, NamedTuple
+from urllib.parse import urlsplit
 
 from protocol.canonical import ProtocolName
 
@@ -64,7 +66,14 @@ class ApiKey:
     value: str
 
 
-@dataclass(slots=True)
+class Origin(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+    path: str  # the base URL's path, without a trailing slash
+
+
+@dataclass
 class Backend:
     kind: BackendKind
     base_url: str
@@ -80,19 +89,34 @@ class Backend:
     def protocol(self) -> ProtocolName:
         return self.kind.protocol
 
-    def chat_url(self, model: str, stream: bool) -> str:
-        if self.protocol == "openai":
-            return f"{self.base_url}/chat/completions"
-        if self.protocol == "anthropic":
-            return f"{self.base_url}/messages"
-        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        return f"{self.base_url}/models/{model}:{method}"
+    @cached_property
+    def origin(self) -> Origin:
+        """The base URL taken apart once (requests are pointed at it field by field)."""
+        parts = urlsplit(self.base_url)
+        scheme = parts.scheme or "https"
+        port = parts.port or (443 if scheme == "https" else 80)
+        return Origin(scheme, parts.hostname or "", port, parts.path.rstrip("/"))
 
-    def count_tokens_url(self, model: str) -> str | None:
+    def chat_path(self, model: str, stream: bool) -> str:
+        """The chat endpoint's path (with query) below the origin."""
+        base = self.origin.path
+        if self.protocol == "openai":
+            return f"{base}/chat/completions"
         if self.protocol == "anthropic":
-            return f"{self.base_url}/messages/count_tokens"
+            return f"{base}/messages"
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return f"{base}/models/{model}:{method}"
+
+    def chat_url(self, model: str, stream: bool) -> str:
+        o = self.origin
+        return f"{o.scheme}://{o.host}:{o.port}{self.chat_path(model, stream)}"
+
+    def count_tokens_path(self, model: str) -> str | None:
+        base = self.origin.path
+        if self.protocol == "anthropic":
+            return f"{base}/messages/count_tokens"
         if self.protocol == "gemini":
-            return f"{self.base_url}/models/{model}:countTokens"
+            return f"{base}/models/{model}:countTokens"
         return None
 
     def models_url(self) -> str:
