@@ -24,6 +24,27 @@ from protocol.pipeline import StreamPipeline, encode_whole
 logger = logging.getLogger(__name__)
 
 
+_AUTH_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
+
+
+def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
+    """Once the request has gone upstream, the flow keeps the key's name, not the key.
+
+    The proxy's backend key had to be on the wire; it must not stay in the flow that mitmweb
+    shows and `mitmdump -w` saves.
+    """
+    attempt = ex.route.active
+    if attempt is None or attempt.key_id is None:
+        return  # no key of ours was sent (intercepted traffic keeps the client's own)
+    headers = flow.request.headers
+    for name in _AUTH_HEADERS:
+        if name in headers:
+            value = headers[name]
+            headers[name] = f"Bearer <{attempt.key_id}>" if value[:7] == "Bearer " else (
+                f"<{attempt.key_id}>"
+            )
+
+
 class Responses:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -31,7 +52,10 @@ class Responses:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex = exchange_of(flow.metadata)
         resp = flow.response
-        if ex is None or resp is None or ex.outcome != "pending":
+        if ex is None or resp is None:
+            return
+        hide_key(flow, ex)
+        if ex.outcome != "pending":
             return
         ex.first_byte = ex.first_byte or time.monotonic()
         if resp.status_code >= 400 or not ex.front.client_stream:
@@ -103,6 +127,7 @@ class Responses:
         ex = exchange_of(flow.metadata)
         if ex is None:
             return
+        hide_key(flow, ex)
         ex.finished = time.monotonic()
         if ex.outcome == "pending":
             ex.outcome = "error"

@@ -115,3 +115,43 @@ def test_stock_mitmdump_runs_the_same_chain(
     )
     assert got.text == "via mitmdump" and got.finish == "stop"
     assert upstream.requests[-1].backend == backend
+
+
+def test_saved_flows_hold_no_keys_and_a_summary(
+    upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`mitmdump -w`: the saved flow names the key (`<ANTHROPIC_API_KEY>`), never holds it."""
+    from mitmproxy import io as mio
+
+    env = backend_env(upstream)
+    env["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
+    tmp = tmp_path_factory.mktemp("saved")
+    saved = tmp / "flows.mitm"
+    process = ProxyProcess(
+        env, confdir=tmp / "conf", launcher="mitmdump", extra=[f"save_stream_file={saved}"]
+    )
+    try:
+        upstream.enqueue(Reply(text="saved"))
+        got = clients.openai_call(
+            clients.openai_client(process.url, PROXY_KEY),
+            f"anthropic:{MODELS['anthropic']}",
+            stream=True,
+            tools=False,
+        )
+        assert got.text == "saved"
+    finally:
+        process.stop()
+    raw = saved.read_bytes()
+    for secret in (*(env[k] for k in env if k.endswith("_API_KEY")), PROXY_KEY):
+        assert secret.encode() not in raw, secret
+    with saved.open("rb") as f:
+        (flow,) = list(mio.FlowReader(f).stream())
+    assert flow.request.headers["x-api-key"] == "<ANTHROPIC_API_KEY>"
+    summary = flow.metadata["llm"]
+    assert summary["front"] == "openai" and summary["outcome"] == "ok"
+    assert summary["attempts"][0] == {
+        "backend": "anthropic",
+        "model": MODELS["anthropic"],
+        "key_id": "ANTHROPIC_API_KEY",
+        "failure": None,
+    }
