@@ -25,7 +25,7 @@ test: $(VENV)/.dev-installed
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
-	$(BIN)/mypy protocol addons
+	$(BIN)/mypy protocol addons bench tests/upstream
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/relay.py $(ARGS)
