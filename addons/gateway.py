@@ -11,6 +11,7 @@ hosts in intercept mode) are left untouched.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Sequence
@@ -41,6 +42,18 @@ def client_key(request: http.Request) -> str | None:
         or request.query.get("key")
         or None
     )
+
+
+def is_loopback(peername: tuple[str, int] | None) -> bool:
+    if not peername:
+        return False
+    try:
+        address = ipaddress.ip_address(peername[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 class Gateway:
@@ -87,10 +100,13 @@ class Gateway:
                 protocol, 404, f"unknown endpoint: {req.method} {path}"
             )
             return
-        if not intercepted and not self._authorized(req):
-            flow.response = error_response(
-                endpoint.protocol, 401, "invalid or missing proxy API key"
+        if not intercepted and not self._authorized(flow):
+            message = (
+                "invalid or missing proxy API key"
+                if self.config.proxy_key
+                else "only local clients are accepted while LLM_INTERACTIVE_PROXY_API_KEY is unset"
             )
+            flow.response = error_response(endpoint.protocol, 401, message)
             return
         if endpoint.kind == "probe" or endpoint.kind == "health":
             flow.response = json_response(200, {"status": "ok"})
@@ -106,11 +122,11 @@ class Gateway:
             return
         self._parse(flow, endpoint, "intercept" if intercepted else "gateway")
 
-    def _authorized(self, req: http.Request) -> bool:
+    def _authorized(self, flow: http.HTTPFlow) -> bool:
         expected = self.config.proxy_key
         if expected is None:
-            return True
-        given = client_key(req)
+            return is_loopback(flow.client_conn.peername)
+        given = client_key(flow.request)
         return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
     def _parse(self, flow: http.HTTPFlow, endpoint: endpoints.Endpoint, arrival: str) -> None:

@@ -276,3 +276,18 @@ def test_conf_file_fills_only_what_the_user_left_at_default(tmp_path: Path) -> N
         cf.apply(str(conf))
         assert tctx.options.llm_upstream_timeout == 42
         assert tctx.options.ssl_insecure is True
+
+
+async def test_without_a_proxy_key_only_local_clients_are_accepted() -> None:
+    config = Config()
+    config.apply({k: v for k, v in ENV.items() if k != "LLM_INTERACTIVE_PROXY_API_KEY"})
+    chain = (config, Gateway(config), Routing(config))
+    local = gateway_flow("/v1/chat/completions", CHAT, headers={"authorization": ""})
+    local.client_conn.peername = ("::ffff:127.0.0.1", 5000)
+    await run_request(chain, local)
+    assert local.response is None
+    remote = gateway_flow("/v1/chat/completions", CHAT, headers={"authorization": ""})
+    remote.client_conn.peername = ("192.0.2.7", 5000)
+    await run_request(chain, remote)
+    status, body = error_of(remote)
+    assert status == 401 and "only local clients" in body["error"]["message"]
