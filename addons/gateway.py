@@ -10,6 +10,8 @@ hosts in intercept mode) are left untouched.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import ipaddress
 import json
@@ -21,7 +23,7 @@ from mitmproxy.addonmanager import Loader
 
 from addons._http import error_response, fail_closed, json_response
 from addons.config import Config
-from protocol import endpoints
+from protocol import endpoints, tokens
 from protocol.catalog import ModelCatalog, render_models
 from protocol.codec import ProtocolError, codec
 from protocol.exchange import Exchange, Front, exchange_of
@@ -45,10 +47,13 @@ def client_key(request: http.Request) -> str | None:
 
 
 def is_loopback(peername: tuple[str, int] | None) -> bool:
-    if not peername:
-        return False
+    return bool(peername) and _loopback_host(peername[0])  # type: ignore[index]
+
+
+@functools.lru_cache(maxsize=1024)
+def _loopback_host(host: str) -> bool:
     try:
-        address = ipaddress.ip_address(peername[0])
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -80,6 +85,12 @@ class Gateway:
             self.catalog.ttl = ctx.options.llm_models_cache_seconds
         if "llm_env_file" in updated:
             self.catalog.invalidate()
+
+    async def running(self) -> None:
+        # import the codecs and load the token encodings now, not on the first request
+        for name in ("openai", "anthropic", "gemini"):
+            codec(name)
+        await asyncio.to_thread(tokens.encoding, "o200k_base")
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:

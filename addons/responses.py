@@ -24,7 +24,7 @@ from protocol.pipeline import StreamPipeline, encode_whole
 logger = logging.getLogger(__name__)
 
 
-_AUTH_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
+_KEY_HEADER = {"openai": "authorization", "anthropic": "x-api-key", "gemini": "x-goog-api-key"}
 
 
 def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
@@ -37,12 +37,10 @@ def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
     if attempt is None or attempt.key_id is None:
         return  # no key of ours was sent (intercepted traffic keeps the client's own)
     headers = flow.request.headers
-    for name in _AUTH_HEADERS:
-        if name in headers:
-            value = headers[name]
-            headers[name] = f"Bearer <{attempt.key_id}>" if value[:7] == "Bearer " else (
-                f"<{attempt.key_id}>"
-            )
+    name = _KEY_HEADER[ex.backend_protocol or "openai"]
+    if name in headers:
+        bearer = name == "authorization"
+        headers[name] = f"Bearer <{attempt.key_id}>" if bearer else f"<{attempt.key_id}>"
 
 
 class Responses:

@@ -9,6 +9,7 @@ can count (same protocol) and are answered locally with tiktoken otherwise.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 
@@ -24,9 +25,26 @@ from protocol.exchange import Attempt, Exchange, RoutePlan, exchange_of
 logger = logging.getLogger(__name__)
 
 # Headers that carry the client's credentials or depend on the body/hop: never forwarded.
-_DROP = ("authorization", "x-api-key", "x-goog-api-key", "content-length", "accept-encoding")
+_AUTH = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key"})
+_HOP = frozenset({b"content-length", b"accept-encoding", b"host", b"content-type"})
+_DROP = _AUTH | _HOP
+_DROP_KEEPING_AUTH = _HOP
 # Headers of one vendor's SDK that mean nothing (or something wrong) to another vendor's API.
-_VENDOR_PREFIXES = ("anthropic-", "openai-", "x-stainless-", "x-goog-", "x-claude-code-")
+_VENDOR_PREFIXES = (b"anthropic-", b"openai-", b"x-stainless-", b"x-goog-", b"x-claude-code-")
+_FIXED = {b"accept-encoding": b"identity", b"content-type": b"application/json"}
+
+
+@functools.lru_cache(maxsize=256)
+def _added_headers(
+    backend: Backend, key: ApiKey | None, keep_client_auth: bool
+) -> dict[bytes, bytes]:
+    """The headers routing sets: the backend's auth (unless the client's is kept) and fixed ones."""
+    added = {
+        name.encode(): value.encode()
+        for name, value in backend.auth_headers(None if keep_client_auth else key).items()
+    }
+    added.update(_FIXED)
+    return added
 
 _HOST_BACKEND = {"api.openai.com": "openai", "openrouter.ai": "openrouter",
                  "api.anthropic.com": "anthropic", "generativelanguage.googleapis.com": "gemini"}
@@ -110,29 +128,38 @@ class Routing:
         path: str,
         body: dict,
     ) -> None:
+        """Point the flow at the backend: headers rebuilt in one pass, origin set field by field."""
         req = flow.request
-        headers = req.headers
         keep_client_auth = key is None and ex.front.arrival == "intercept"
-        for name in _DROP:
-            if keep_client_auth and name in ("authorization", "x-api-key", "x-goog-api-key"):
-                continue
-            headers.pop(name, None)
+        drop = _DROP_KEEPING_AUTH if keep_client_auth else _DROP
+        added = _added_headers(backend, key, keep_client_auth)
         if ex.converted:
-            for name in [n for n in headers if n.lower().startswith(_VENDOR_PREFIXES)]:
-                headers.pop(name, None)
-        for name, value in backend.auth_headers(key).items():
-            if name == "anthropic-version" and name in headers:
-                continue  # the client's own API version, same protocol
-            if keep_client_auth and name in ("authorization", "x-api-key", "x-goog-api-key"):
-                continue
-            headers[name] = value
-        headers["accept-encoding"] = "identity"
-        headers["content-type"] = "application/json"
-        req.method = "POST"
+            fields = [
+                (k, v)
+                for k, v in req.headers.fields
+                if (low := k.lower()) not in drop
+                and low not in added
+                and not low.startswith(_VENDOR_PREFIXES)
+            ]
+        else:
+            fields = [(k, v) for k, v in req.headers.fields if (low := k.lower()) not in drop]
+            if b"anthropic-version" in added and any(
+                k.lower() == b"anthropic-version" for k, _ in fields
+            ):
+                # the client's own API version, same protocol
+                added = {k: v for k, v in added.items() if k != b"anthropic-version"}
+            fields = [(k, v) for k, v in fields if k.lower() not in added]
         origin = backend.origin
-        req.scheme = origin.scheme
-        req.host = origin.host
-        req.port = origin.port
+        if req.is_http2 or req.is_http3:
+            req.data.authority = backend.host_header.encode()
+        else:
+            fields.append((b"host", backend.host_header.encode()))
+        fields.extend(added.items())
+        req.headers = http.Headers(fields)
+        req.method = "POST"
+        req.data.scheme = origin.scheme.encode()
+        req.data.host = origin.host
+        req.data.port = origin.port
         req.path = path
         req.content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 

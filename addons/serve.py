@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import sys
@@ -27,6 +28,9 @@ from mitmproxy.addons import (
     termlog,
     tlsconfig,
 )
+
+# Hook.args() looks up the dataclass fields on every call; the names never change per class.
+_ARG_NAMES: dict[type, list[str]] = {}
 
 
 class HookCachingAddonManager(addonmanager.AddonManager):
@@ -59,7 +63,12 @@ class HookCachingAddonManager(addonmanager.AddonManager):
         return handlers
 
     async def trigger_event(self, event: hooks.Hook) -> None:
-        args = event.args()
+        names = _ARG_NAMES.get(type(event))
+        if names is None:
+            names = _ARG_NAMES[type(event)] = [
+                f.name for f in dataclasses.fields(event)  # type: ignore[arg-type]
+            ]
+        args = [getattr(event, name) for name in names]
         for func in self._handlers_for(event):
             try:
                 with addonmanager.safecall():

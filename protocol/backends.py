@@ -97,6 +97,18 @@ class Backend:
         port = parts.port or (443 if scheme == "https" else 80)
         return Origin(scheme, parts.hostname or "", port, parts.path.rstrip("/"))
 
+    @cached_property
+    def host_header(self) -> str:
+        o = self.origin
+        default = 443 if o.scheme == "https" else 80
+        return o.host if o.port == default else f"{o.host}:{o.port}"
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
     def chat_path(self, model: str, stream: bool) -> str:
         """The chat endpoint's path (with query) below the origin."""
         base = self.origin.path
