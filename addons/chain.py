@@ -1,6 +1,7 @@
 """The addon chain, in the order of the data: load it with `mitmdump -s addons/chain.py`.
 
-gateway (front protocol, key, canonical request) -> routing (backend, key, rewritten flow) ->
+gateway (front protocol, key, canonical request) -> commands (session, in-chat commands,
+overrides) -> routing (backend, key, rewritten flow) ->
 timeouts (504 when the backend is silent) -> responses (stream pipeline and whole-answer conversion). `Config` comes first (the shared
 environment), `ConfFile` last (applies mitm.conf once every chain option exists).
 """
@@ -14,6 +15,7 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # mitmproxy puts only this file's folder on sys.path
     sys.path.insert(0, _ROOT)
 
+from addons.commands import Commands  # noqa: E402
 from addons.conffile import ConfFile  # noqa: E402
 from addons.config import Config  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
@@ -39,6 +41,7 @@ def make_chain() -> list[object]:
     return [
         config,
         Gateway(config),
+        Commands(config),
         Routing(config),
         Timeouts(),
         Responses(config),

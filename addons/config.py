@@ -2,7 +2,7 @@
 
 Every other chain addon is handed this object and reads `backends`, `default_backend` and
 `proxy_key` from it (they change when `llm_env_file` changes), and shares `reachability`, what
-is known of whether each backend host accepts connections.
+is known of whether each backend host accepts connections, the sessions and the model catalog.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from mitmproxy import ctx
 from mitmproxy.addonmanager import Loader
 
 from protocol.backends import Backend, default_backend, load_backends
+from protocol.catalog import ModelCatalog
 from protocol.env import load_env
 from protocol.reachability import Reachability
+from protocol.sessions import SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ class Config:
         self.default_backend: str | None = None
         self.proxy_key: str | None = None
         self.reachability = Reachability()
+        self.sessions = SessionStore()
+        self.catalog = ModelCatalog()
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -43,6 +47,7 @@ class Config:
     def configure(self, updated: set[str]) -> None:
         if "llm_env_file" in updated:
             self.reload(ctx.options.llm_env_file)
+            self.catalog.invalidate()
 
     def reload(self, env_file: str | None) -> None:
         self.apply(load_env(env_file))

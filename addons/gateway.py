@@ -24,7 +24,7 @@ from mitmproxy.addonmanager import Loader
 from addons._http import error_response, fail_closed, json_response
 from addons.config import Config
 from protocol import endpoints, tokens
-from protocol.catalog import ModelCatalog, render_models
+from protocol.catalog import render_models
 from protocol.codec import ProtocolError, codec
 from protocol.exchange import Exchange, Front, exchange_of
 
@@ -64,7 +64,6 @@ def _loopback_host(host: str) -> bool:
 class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.catalog = ModelCatalog()
         self.intercept_hosts: frozenset[str] = frozenset(DEFAULT_INTERCEPT_HOSTS)
 
     def load(self, loader: Loader) -> None:
@@ -82,9 +81,7 @@ class Gateway:
         if "llm_intercept_hosts" in updated:
             self.intercept_hosts = frozenset(ctx.options.llm_intercept_hosts)
         if "llm_models_cache_seconds" in updated:
-            self.catalog.ttl = ctx.options.llm_models_cache_seconds
-        if "llm_env_file" in updated:
-            self.catalog.invalidate()
+            self.config.catalog.ttl = ctx.options.llm_models_cache_seconds
 
     async def running(self) -> None:
         # import the codecs and load the token encodings now, not on the first request
@@ -128,7 +125,7 @@ class Gateway:
             protocol = endpoint.protocol
             if "x-goog-api-client" in req.headers or "x-goog-api-key" in req.headers:
                 protocol = "gemini"  # google-genai lists models at /v1/models too
-            models = await self.catalog.models(self.config.backends)
+            models = await self.config.catalog.models(self.config.backends)
             flow.response = json_response(200, render_models(protocol, models))
             return
         self._parse(flow, endpoint, "intercept" if intercepted else "gateway")

@@ -39,9 +39,19 @@ class ModelCatalog:
         self.timeout = timeout
         self._cache: dict[str, tuple[float, list[str]]] = {}
         self._lock = asyncio.Lock()
+        self._refresh: asyncio.Future[dict[str, list[str]]] | None = None
 
     def invalidate(self) -> None:
         self._cache.clear()
+
+    def snapshot(self, backends: Mapping[str, Backend]) -> dict[str, list[str]]:
+        """What is cached now, never waiting; a stale or missing list is refreshed behind."""
+        now = time.monotonic()
+        if any(
+            name not in self._cache or now - self._cache[name][0] > self.ttl for name in backends
+        ) and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.ensure_future(self.models(backends))
+        return {name: self._cache[name][1] for name in backends if name in self._cache}
 
     async def models(self, backends: Mapping[str, Backend]) -> dict[str, list[str]]:
         """backend name -> model ids, from cache when fresh."""

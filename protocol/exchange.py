@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from protocol.canonical import ChatRequest, Event, ProtocolName, Usage
+from protocol.sessions import Session
 
 Arrival = Literal["gateway", "intercept"]
 Endpoint = Literal["chat", "count_tokens"]
@@ -68,6 +69,7 @@ class Exchange:
     status: int | None = None
     error: str | None = None
     request_edited: bool = False
+    session: Session | None = None
     backend_protocol: ProtocolName | None = None
     started: float = field(default_factory=time.monotonic)
     first_byte: float | None = None

@@ -211,7 +211,7 @@ async def test_models_lists_come_from_the_backends(chain: Any, monkeypatch: Any)
     async def fake_models(backends: Any) -> dict[str, list[str]]:
         return {"openai": ["gpt-4o"], "gemini": ["gemini-2.5-pro"]}
 
-    monkeypatch.setattr(gateway.catalog, "models", fake_models)
+    monkeypatch.setattr(config.catalog, "models", fake_models)
     f = gateway_flow("/v1/models", method="GET")
     await run_request(chain, f)
     _, body = error_of(f)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,12 +43,20 @@ def backend_env(upstream: Upstream) -> dict[str, str]:
     return env
 
 
+def settle(upstream: Upstream) -> None:
+    """Let a freshly started proxy fetch its model lists, then forget those requests."""
+    with contextlib.suppress(AssertionError):
+        upstream.wait_for_requests(len(BACKENDS), timeout=5)
+    upstream.reset()
+
+
 @pytest.fixture(scope="session")
 def proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     env = backend_env(upstream)
     env["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
     confdir: Path = tmp_path_factory.mktemp("mitmproxy-conf")
     process = ProxyProcess(env, confdir=confdir)
+    settle(upstream)
     try:
         yield process
     finally:
@@ -58,4 +67,4 @@ def proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def fresh_upstream(request: pytest.FixtureRequest) -> None:
     if "upstream" in request.fixturenames:
         upstream: Upstream = request.getfixturevalue("upstream")
-        upstream.clear()
+        upstream.reset()

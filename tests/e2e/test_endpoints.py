@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.e2e import clients
-from tests.e2e.conftest import MODELS, PROXY_KEY, backend_env
+from tests.e2e.conftest import MODELS, PROXY_KEY, backend_env, settle
 from tests.e2e.proxy import ProxyProcess
 from tests.upstream.script import Reply, Upstream
 
@@ -96,6 +96,7 @@ def mitmdump_proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory)
     env["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
     confdir: Path = tmp_path_factory.mktemp("conf-mitmdump")
     process = ProxyProcess(env, confdir=confdir, launcher="mitmdump")
+    settle(upstream)
     try:
         yield process
     finally:
@@ -130,6 +131,7 @@ def test_saved_flows_hold_no_keys_and_a_summary(
     process = ProxyProcess(
         env, confdir=tmp / "conf", launcher="mitmdump", extra=[f"save_stream_file={saved}"]
     )
+    settle(upstream)
     try:
         upstream.enqueue(Reply(text="saved"))
         got = clients.openai_call(

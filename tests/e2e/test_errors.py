@@ -18,7 +18,7 @@ import pytest
 from google.genai import errors as gerrors
 
 from tests.e2e import clients
-from tests.e2e.conftest import PROXY_KEY, UPSTREAM_KEYS, backend_env
+from tests.e2e.conftest import PROXY_KEY, UPSTREAM_KEYS, backend_env, settle
 from tests.e2e.proxy import ProxyProcess, free_port
 from tests.upstream.script import Reply, Upstream
 
@@ -156,6 +156,7 @@ def slow_proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> 
     env["OPENROUTER_API_BASE_URL"] = dead
     confdir: Path = tmp_path_factory.mktemp("conf-slow")
     process = ProxyProcess(env, confdir=confdir, extra=["llm_upstream_timeout=1"])
+    settle(upstream)
     try:
         yield process
     finally:

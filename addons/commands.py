@@ -1,0 +1,245 @@
+"""Commands addon: sessions, and the in-chat commands typed into any client (`!/set(model=...)`).
+
+Each chat flow is given its session (the `x-session-id` header, an agent's own session header,
+or a fingerprint of the client key and the conversation's first user message). Commands in the
+newest user message run (all of them, in order, only if every one is valid) and are removed from
+the text; commands in older user messages are only removed, never run again. A message that was
+nothing but commands is answered here, in the client's protocol (as SSE when it asked to
+stream), and never reaches a backend; so is a command error. Then the session's overrides
+(model, backend, one-off, temperature, reasoning) are applied to the request for routing.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.addonmanager import Loader
+
+from addons._http import JSON_HEADERS, SSE_HEADERS, dumps, fail_closed
+from addons.config import Config
+from addons.gateway import client_key
+from protocol import __version__
+from protocol.backends import KINDS
+from protocol.canonical import ChatResponse, Message, Reasoning, TextPart, Usage
+from protocol.codec import codec
+from protocol.command_handlers import CommandContext, CommandError, run_commands
+from protocol.commands import DEFAULT_PREFIX, Command, parse_commands, strip_commands, valid_prefix
+from protocol.exchange import Exchange, exchange_of
+from protocol.pipeline import encode_whole
+from protocol.sessions import Session, session_id_for
+
+logger = logging.getLogger(__name__)
+
+SESSION_HEADERS = ("x-session-id", "x-claude-code-session-id")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def first_user_text(messages: list[Message]) -> str:
+    for message in messages:
+        if message.role == "user":
+            return message.text()
+    return ""
+
+
+class Commands:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.prefix = DEFAULT_PREFIX
+        self.disabled = False
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "command_prefix",
+            str,
+            DEFAULT_PREFIX,
+            "Prefix of in-chat commands (2-10 printable characters, no spaces); env COMMAND_PREFIX.",
+        )
+        loader.add_option(
+            "disable_interactive_commands",
+            bool,
+            False,
+            "Pass command text through untouched; env DISABLE_INTERACTIVE_COMMANDS.",
+        )
+        loader.add_option(
+            "session_idle_seconds", int, 3600, "Sessions unused this long are forgotten."
+        )
+        loader.add_option("session_max", int, 10000, "At most this many sessions are kept.")
+
+    def configure(self, updated: set[str]) -> None:
+        env = self.config.env
+        if updated & {"command_prefix", "llm_env_file"}:
+            prefix = ctx.options.command_prefix
+            if not ctx.options.has_changed("command_prefix"):
+                prefix = env.get("COMMAND_PREFIX") or prefix
+            if not valid_prefix(prefix):
+                raise exceptions.OptionsError(
+                    f"command prefix {prefix!r}: use 2-10 printable characters without spaces"
+                )
+            self.prefix = prefix
+        if updated & {"disable_interactive_commands", "llm_env_file"}:
+            disabled = ctx.options.disable_interactive_commands
+            if not ctx.options.has_changed("disable_interactive_commands"):
+                disabled = env.get("DISABLE_INTERACTIVE_COMMANDS", "").lower() in _TRUE
+            self.disabled = disabled
+        if updated & {"session_idle_seconds", "session_max"}:
+            self.config.sessions.idle_seconds = ctx.options.session_idle_seconds
+            self.config.sessions.max_sessions = ctx.options.session_max
+
+    def running(self) -> None:
+        self.config.catalog.snapshot(self.config.backends)  # fetch the model lists early
+
+    @fail_closed
+    async def request(self, flow: http.HTTPFlow) -> None:
+        ex = exchange_of(flow.metadata)
+        if ex is None or flow.response is not None or ex.front.endpoint != "chat":
+            return
+        session = self._session(flow, ex)
+        if not self.disabled:
+            prefix = session.command_prefix or self.prefix
+            self._strip_history(ex, prefix)
+            found = self._newest_commands(ex, prefix)
+            if found:
+                answered = await self._run(flow, ex, session, found)
+                if answered:
+                    return
+        self._apply_overrides(ex, session)
+
+    def _session(self, flow: http.HTTPFlow, ex: Exchange) -> Session:
+        headers = flow.request.headers
+        explicit = next((headers[h] for h in SESSION_HEADERS if headers.get(h)), None)
+        sid = session_id_for(explicit, client_key(flow.request), first_user_text(ex.request.messages))
+        session = self.config.sessions.get(sid)
+        ex.front.session_id = session.id
+        ex.session = session
+        return session
+
+    @staticmethod
+    def _strip_history(ex: Exchange, prefix: str) -> None:
+        """Commands in earlier user messages never run again, and never reach the backend.
+
+        A user turn that was nothing but commands is dropped, with the proxy's own reply to it
+        (the assistant text right after it): neither was ever part of the model's conversation.
+        """
+        messages = ex.request.messages
+        drop: set[int] = set()
+        for i, message in enumerate(messages[:-1]):
+            if message.role != "user":
+                continue
+            stripped = False
+            for part in message.content:
+                if isinstance(part, TextPart) and prefix in part.text:
+                    commands = parse_commands(part.text, prefix)
+                    if commands:
+                        part.text = strip_commands(part.text, commands)
+                        stripped = True
+            if not stripped:
+                continue
+            ex.request_edited = True
+            message.content = [
+                p for p in message.content if not (isinstance(p, TextPart) and not p.text.strip())
+            ]
+            if not message.content:
+                drop.add(i)
+                reply = messages[i + 1]
+                if reply.role == "assistant" and all(isinstance(p, TextPart) for p in reply.content):
+                    drop.add(i + 1)
+        if drop:
+            drop.discard(len(messages) - 1)
+            ex.request.messages = [m for i, m in enumerate(messages) if i not in drop]
+
+    @staticmethod
+    def _newest_commands(ex: Exchange, prefix: str) -> list[tuple[TextPart, list[Command]]]:
+        messages = ex.request.messages
+        if not messages or messages[-1].role != "user":
+            return []  # an agent's tool-result turn: the user typed nothing new
+        found: list[tuple[TextPart, list[Command]]] = []
+        for part in messages[-1].content:
+            if isinstance(part, TextPart) and prefix in part.text:
+                commands = parse_commands(part.text, prefix)
+                if commands:
+                    found.append((part, commands))
+        return found
+
+    async def _run(
+        self,
+        flow: http.HTTPFlow,
+        ex: Exchange,
+        session: Session,
+        found: list[tuple[TextPart, list[Command]]],
+    ) -> bool:
+        """Run the newest message's commands; True when the flow was answered here."""
+        commands = [c for _, cs in found for c in cs]
+        # never wait on a backend to answer a command: use the cached lists
+        models = self.config.catalog.snapshot(self.config.backends)
+        context = CommandContext(
+            backends=self.config.backends,
+            models=models,
+            version=__version__,
+            default_prefix=self.prefix,
+        )
+        try:
+            replies = run_commands(commands, session, context)
+        except CommandError as e:
+            logger.info("command refused in session %s: %s", session.id, e.command)
+            self._answer(flow, ex, f"Command error: {e}\nNothing was applied; type !/help.")
+            return True
+        last = ex.request.messages[-1]
+        for part, cmds in found:
+            part.text = strip_commands(part.text, cmds)
+        last.content = [
+            p for p in last.content if not (isinstance(p, TextPart) and not p.text.strip())
+        ]
+        ex.request_edited = True
+        if not last.content:
+            self._answer(flow, ex, "\n".join(replies))
+            return True
+        return False
+
+    @staticmethod
+    def _answer(flow: http.HTTPFlow, ex: Exchange, text: str) -> None:
+        """The proxy's own reply, as the client's protocol says an assistant answers."""
+        reply = ChatResponse(
+            source=ex.front.protocol,
+            id=f"proxy-{uuid.uuid4().hex[:24]}",
+            model=ex.requested_model or "llm-interactive-proxy",
+            parts=[TextPart(text=text)],
+            stop_reason="end",
+            usage=Usage(input_tokens=0, output_tokens=0),
+        )
+        front = codec(ex.front.protocol)
+        if ex.front.client_stream:
+            encoder = front.encoder(model=None, include_usage=ex.request.include_usage)
+            flow.response = http.Response.make(200, encode_whole(reply, encoder), SSE_HEADERS)
+        else:
+            flow.response = http.Response.make(
+                200, dumps(front.render_response(reply)), JSON_HEADERS
+            )
+        ex.outcome, ex.status = "local", 200
+        ex.usage, ex.usage_source = reply.usage, "counted"
+
+    @staticmethod
+    def _apply_overrides(ex: Exchange, session: Session) -> None:
+        target = session.take_oneoff() or session.model
+        if target:
+            ex.requested_model = target
+        elif session.backend:
+            prefix, sep, rest = ex.requested_model.partition(":")
+            bare = rest if sep and prefix in KINDS else ex.requested_model
+            ex.requested_model = f"{session.backend}:{bare}"
+        req = ex.request
+        if session.temperature is not None and req.temperature is None:
+            req.temperature = session.temperature
+            ex.request_edited = True
+        if session.reasoning_effort is not None or session.thinking_budget is not None:
+            reasoning = req.reasoning.model_copy() if req.reasoning else Reasoning()
+            if session.reasoning_effort is not None:
+                reasoning.effort = session.reasoning_effort  # type: ignore[assignment]
+                reasoning.enabled = session.reasoning_effort != "none"
+            if session.thinking_budget is not None:
+                reasoning.budget_tokens = session.thinking_budget
+                reasoning.enabled = session.thinking_budget > 0
+            req.reasoning = reasoning
+            ex.request_edited = True
+        session.requests += 1
