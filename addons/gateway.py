@@ -61,6 +61,15 @@ def _loopback_host(host: str) -> bool:
     return address.is_loopback
 
 
+def authorized(config: Config, flow: http.HTTPFlow) -> bool:
+    """The client sent the proxy key (or, with none set, connects from this machine)."""
+    expected = config.proxy_key
+    if expected is None:
+        return is_loopback(flow.client_conn.peername)
+    given = client_key(flow.request)
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
 class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -108,7 +117,7 @@ class Gateway:
                 protocol, 404, f"unknown endpoint: {req.method} {path}"
             )
             return
-        if not intercepted and not self._authorized(flow):
+        if not intercepted and not authorized(self.config, flow):
             message = (
                 "invalid or missing proxy API key"
                 if self.config.proxy_key
@@ -129,13 +138,6 @@ class Gateway:
             flow.response = json_response(200, render_models(protocol, models))
             return
         self._parse(flow, endpoint, "intercept" if intercepted else "gateway")
-
-    def _authorized(self, flow: http.HTTPFlow) -> bool:
-        expected = self.config.proxy_key
-        if expected is None:
-            return is_loopback(flow.client_conn.peername)
-        given = client_key(flow.request)
-        return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
     def _parse(self, flow: http.HTTPFlow, endpoint: endpoints.Endpoint, arrival: str) -> None:
         protocol = endpoint.protocol

@@ -105,7 +105,9 @@ class Responses:
             logger.exception("could not read the backend's response")
             self._fail(resp, ex, "the backend returned a response that could not be read")
             return
-        ex.usage, ex.usage_source = answer.usage, "upstream"
+        ex.answer = answer
+        if answer.usage.input_tokens is not None or answer.usage.output_tokens is not None:
+            ex.usage, ex.usage_source = answer.usage, "upstream"
         ex.outcome = "ok"
         front = codec(ex.front.protocol)
         if ex.front.client_stream:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from protocol.canonical import ChatRequest, Event, ProtocolName, Usage
+from protocol.canonical import ChatRequest, ChatResponse, Event, ProtocolName, Usage
 from protocol.sessions import Session
 
 Arrival = Literal["gateway", "intercept"]
@@ -70,6 +70,8 @@ class Exchange:
     error: str | None = None
     request_edited: bool = False
     session: Session | None = None
+    answer: ChatResponse | None = None  # the backend's answer, whole or reassembled from a stream
+    recorded: bool = False  # the usage row was written
     backend_protocol: ProtocolName | None = None
     started: float = field(default_factory=time.monotonic)
     first_byte: float | None = None

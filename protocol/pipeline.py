@@ -124,6 +124,10 @@ class StreamPipeline:
         ex = self.exchange
         ex.finished = time.monotonic()
         acc = self.accumulator
+        try:
+            ex.answer = acc.response()
+        except Exception:
+            logger.exception("could not reassemble the streamed answer")
         if acc.usage.input_tokens is not None or acc.usage.output_tokens is not None:
             ex.usage = acc.usage
             ex.usage_source = "upstream"
