@@ -2,7 +2,8 @@
 
 gateway (front protocol, key, canonical request) -> commands (session, in-chat commands,
 overrides) -> routing (backend, key, rewritten flow) ->
-timeouts (504 when the backend is silent) -> responses (stream pipeline and whole-answer conversion). `Config` comes first (the shared
+timeouts (504 when the backend is silent) -> responses -> usage (one sqlite row per
+exchange; its endpoints are answered before the gateway by usage_api) (stream pipeline and whole-answer conversion). `Config` comes first (the shared
 environment), `ConfFile` last (applies mitm.conf once every chain option exists).
 """
 
@@ -22,6 +23,8 @@ from addons.gateway import Gateway  # noqa: E402
 from addons.responses import Responses  # noqa: E402
 from addons.routing import Routing  # noqa: E402
 from addons.timeouts import Timeouts  # noqa: E402
+from addons.usage import UsageRecorder  # noqa: E402
+from addons.usage_api import UsageApi  # noqa: E402
 
 
 class LLMProxy:
@@ -40,11 +43,13 @@ def make_chain() -> list[object]:
     config = Config()
     return [
         config,
+        UsageApi(config),
         Gateway(config),
         Commands(config),
         Routing(config),
         Timeouts(),
         Responses(config),
+        UsageRecorder(config),
         ConfFile(),
     ]
 

@@ -17,6 +17,7 @@ from protocol.catalog import ModelCatalog
 from protocol.env import load_env
 from protocol.reachability import Reachability
 from protocol.sessions import SessionStore
+from protocol.usage_store import UsageStore
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class Config:
         self.reachability = Reachability()
         self.sessions = SessionStore()
         self.catalog = ModelCatalog()
+        self.usage_store: UsageStore | None = None  # opened by the usage addon
 
     def load(self, loader: Loader) -> None:
         loader.add_option(

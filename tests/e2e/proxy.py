@@ -47,6 +47,7 @@ class ProxyProcess:
             modes.append(f"regular@127.0.0.1:{self.intercept_port}")
         args = [f"mode={m}" for m in modes] + [
             f"confdir={confdir}",
+            f"usage_db={confdir}/usage.db",
             "llm_env_file=",
             *(extra or []),
         ]
@@ -59,6 +60,7 @@ class ProxyProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         full_env.update(env)
         full_env["NO_PROXY"] = "127.0.0.1,localhost"
+        self.usage_db = Path(confdir) / "usage.db"
         self.output: list[str] = []
         self.proc = subprocess.Popen(
             cmd,

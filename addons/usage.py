@@ -1,0 +1,152 @@
+"""Usage addon: one row per finished LLM exchange in the sqlite usage file, and a live line.
+
+Every exchange (answered, failed upstream, answered locally by a command, cut short) is
+recorded once, at `response` or `error`, after the responses addon has finished with it: a row
+of tokens, cost, timings, route and outcome (never a key, never the text unless
+`usage_store_content` is on). Tokens the backend did not report are counted offline with
+tiktoken. The writer runs on its own thread: recording never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from mitmproxy import ctx, http
+from mitmproxy.addonmanager import Loader
+
+from addons.config import Config
+from protocol import tokens
+from protocol.canonical import TextPart, ThinkingPart, ToolCallPart
+from protocol.exchange import Exchange, exchange_of
+from protocol.prices import DEFAULT_PRICES, PriceTable, load_prices
+from protocol.usage_store import UsageStore, row_from_exchange
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DB = "llm_usage.db"
+
+
+def answer_tokens(ex: Exchange) -> int:
+    """Tokens of what the backend produced (text, reasoning, tool calls), counted offline."""
+    if ex.answer is None:
+        return 0
+    model = ex.route.active.model if ex.route.active else ex.requested_model
+    total = 0
+    for part in ex.answer.parts:
+        if isinstance(part, TextPart | ThinkingPart):
+            total += tokens.count_text(part.text, model)
+        elif isinstance(part, ToolCallPart):
+            total += tokens.count_text(part.name, model) + tokens.count_text(part.arguments, model)
+    return total
+
+
+def fill_counted_usage(ex: Exchange) -> None:
+    """What the upstream did not report (streams cut short, backends without usage), counted."""
+    usage = ex.usage
+    if usage.input_tokens is not None and usage.output_tokens is not None:
+        return
+    if ex.answer is None and ex.outcome not in ("ok", "loop_halted"):
+        return  # nothing was generated: an error costs nothing to count
+    counted = usage.model_copy()
+    if counted.input_tokens is None:
+        counted.input_tokens = tokens.count_request(ex.request)
+    if counted.output_tokens is None:
+        counted.output_tokens = answer_tokens(ex)
+    ex.usage, ex.usage_source = counted, "counted"
+
+
+class UsageRecorder:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.prices: PriceTable = DEFAULT_PRICES
+        self.live = True
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "usage_db", str, DEFAULT_DB, "The usage sqlite file (env LLM_USAGE_DB)."
+        )
+        loader.add_option(
+            "usage_store_content",
+            bool,
+            False,
+            "Also store each exchange's prompt and answer text in the usage rows.",
+        )
+        loader.add_option(
+            "usage_prices", str, "", "A JSON or YAML price file merged over the built-in table."
+        )
+        loader.add_option(
+            "usage_live", bool, True, "Log one compact line per finished exchange."
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if updated & {"usage_db", "usage_store_content", "llm_env_file"}:
+            path = ctx.options.usage_db
+            if not ctx.options.has_changed("usage_db"):
+                path = self.config.env.get("LLM_USAGE_DB") or path
+            path = os.path.expanduser(path)
+            current = self.config.usage_store
+            if (
+                current is None
+                or current.path != path
+                or current.store_content != ctx.options.usage_store_content
+            ):
+                if current is not None:
+                    current.close()
+                self.config.usage_store = UsageStore(
+                    path, store_content=ctx.options.usage_store_content
+                )
+        if "usage_prices" in updated:
+            path = ctx.options.usage_prices
+            self.prices = load_prices(path) if path else DEFAULT_PRICES
+        if "usage_live" in updated:
+            self.live = ctx.options.usage_live
+
+    def done(self) -> None:
+        if self.config.usage_store is not None:
+            self.config.usage_store.close()
+            self.config.usage_store = None
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._record(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._record(flow)
+
+    def _record(self, flow: http.HTTPFlow) -> None:
+        ex = exchange_of(flow.metadata)
+        store = self.config.usage_store
+        if ex is None or ex.recorded or store is None:
+            return
+        ex.recorded = True
+        if ex.finished is None:
+            ex.finished = time.monotonic()
+        fill_counted_usage(ex)
+        content = self._content(ex) if store.store_content else None
+        row = row_from_exchange(ex, prices=self.prices, content=content)
+        store.record(row)
+        if self.live:
+            logger.info(
+                "%s %s -> %s:%s in=%s out=%s cost=%s %.0fms %s%s",
+                row.front,
+                row.arrival,
+                row.backend or "-",
+                row.model_used or row.model_requested or "-",
+                row.input_tokens if row.input_tokens is not None else "-",
+                row.output_tokens if row.output_tokens is not None else "-",
+                f"${row.cost_usd:.6f}" if row.cost_usd is not None else "-",
+                row.latency_ms or 0.0,
+                row.outcome,
+                f" {row.status}" if row.status and row.status >= 400 else "",
+            )
+
+    @staticmethod
+    def _content(ex: Exchange) -> str:
+        prompt = "\n".join(m.text() for m in ex.request.messages if m.role == "user")
+        answer = ex.answer.parts if ex.answer else []
+        reply = "".join(p.text for p in answer if isinstance(p, TextPart))
+        return f"{prompt}\n---\n{reply}"
+
+
+
