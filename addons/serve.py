@@ -109,6 +109,8 @@ async def run(argv: list[str] | None = None) -> None:
     opts = options.Options()
     m = master.Master(opts, with_termlog=False)
     m.addons = HookCachingAddonManager(m)
+    # no addon here uses the deprecated `add_log` hook: skip dispatching one per log line
+    m._legacy_log_events.uninstall()
     m.addons.add(
         termlog.TermLog(),
         core.Core(),

@@ -65,7 +65,10 @@ class UsageRecorder:
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
-            "usage_db", str, DEFAULT_DB, "The usage sqlite file (env LLM_USAGE_DB)."
+            "usage_db",
+            str,
+            DEFAULT_DB,
+            "The usage sqlite file (env LLM_USAGE_DB); empty: record nothing.",
         )
         loader.add_option(
             "usage_store_content",
@@ -87,7 +90,11 @@ class UsageRecorder:
                 path = self.config.env.get("LLM_USAGE_DB") or path
             path = os.path.expanduser(path)
             current = self.config.usage_store
-            if (
+            if not path:  # recording turned off
+                if current is not None:
+                    current.close()
+                self.config.usage_store = None
+            elif (
                 current is None
                 or current.path != path
                 or current.store_content != ctx.options.usage_store_content

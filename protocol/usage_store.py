@@ -137,7 +137,9 @@ class UsageRow:
 
 ROW_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRow))
 _DIMENSIONS = ("session_id", "project", "backend", "model_requested", "model_used", "key_id")
-INSERT_SQL = f"INSERT INTO usage ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
+INSERT_SQL = (
+    f"INSERT INTO usage ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
+)
 
 
 def row_values(row: UsageRow) -> tuple[Any, ...]:
@@ -333,7 +335,9 @@ def _group(value: str | None) -> GroupBy | None:
 # Schema
 # ----------------------------------------------------------------------------------------------
 
-# The rollup stores missing names as '' (NULLs would defeat its primary key); queries map back.
+# The rollups store a missing name as '' (a NULL would defeat the primary key); queries map
+# '' back to NULL. `period` is the hour (usage_hourly) or the UTC day (usage_daily) since 1970.
+_ROLLUPS = {"hour": ("usage_hourly", 3600), "day": ("usage_daily", 86400)}
 _ROLLUP_DIMS = ("backend", "model_used", "model_requested", "project", "key_id")
 _ROLLUP_SUMS = (
     "requests",
@@ -349,26 +353,42 @@ _ROLLUP_SUMS = (
 )
 
 
-def _rollup_values(sign: str, ref: str) -> str:
+def _rollup_table_sql(table: str) -> str:
+    return f"""
+    CREATE TABLE IF NOT EXISTS {table} (
+      period INTEGER NOT NULL,
+      {", ".join(f"{d} TEXT NOT NULL" for d in _ROLLUP_DIMS)},
+      requests INTEGER NOT NULL, errors INTEGER NOT NULL,
+      input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+      reasoning_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
+      cost_usd REAL NOT NULL, cost_n INTEGER NOT NULL,
+      latency_n INTEGER NOT NULL, ttft_n INTEGER NOT NULL,
+      PRIMARY KEY (period, {", ".join(_ROLLUP_DIMS)})
+    ) WITHOUT ROWID"""
+
+
+def _rollup_upsert(table: str, seconds: int, ref: str, sign: str) -> str:
+    """The trigger statement adding (sign '') or removing (sign '-') row `ref` in `table`."""
     s = sign
-    return (
+    dims = ", ".join(f"ifnull({ref}.{d}, '')" for d in _ROLLUP_DIMS)
+    values = (
         f"{s}1, {s}({ref}.outcome = 'error'), {s}ifnull({ref}.input_tokens, 0), "
         f"{s}ifnull({ref}.output_tokens, 0), {s}ifnull({ref}.reasoning_tokens, 0), "
         f"{s}ifnull({ref}.cached_tokens, 0), {s}ifnull({ref}.cost_usd, 0.0), "
         f"{s}({ref}.cost_usd IS NOT NULL), {s}({ref}.latency_ms IS NOT NULL), "
         f"{s}({ref}.ttft_ms IS NOT NULL)"
     )
+    update = ", ".join(f"{c} = {c} + excluded.{c}" for c in _ROLLUP_SUMS)
+    return (
+        f"INSERT INTO {table} (period, {', '.join(_ROLLUP_DIMS)}, {', '.join(_ROLLUP_SUMS)}) "
+        f"VALUES (CAST({ref}.ts / {seconds} AS INTEGER), {dims}, {values}) "
+        f"ON CONFLICT DO UPDATE SET {update};"
+    )
 
 
 def _rollup_trigger(name: str, event: str, ref: str, sign: str) -> str:
-    dims = ", ".join(f"ifnull({ref}.{d}, '')" for d in _ROLLUP_DIMS)
-    update = ", ".join(f"{c} = {c} + excluded.{c}" for c in _ROLLUP_SUMS)
-    return f"""
-    CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON usage BEGIN
-      INSERT INTO usage_hourly (hour, {", ".join(_ROLLUP_DIMS)}, {", ".join(_ROLLUP_SUMS)})
-      VALUES (CAST({ref}.ts / 3600 AS INTEGER), {dims}, {_rollup_values(sign, ref)})
-      ON CONFLICT DO UPDATE SET {update};
-    END"""
+    body = "\n".join(_rollup_upsert(t, secs, ref, sign) for t, secs in _ROLLUPS.values())
+    return f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON usage BEGIN\n{body}\nEND"
 
 
 TABLE_SQL = """
@@ -401,53 +421,49 @@ CREATE TABLE IF NOT EXISTS usage (
   day INTEGER GENERATED ALWAYS AS (CAST(ts / 86400 AS INTEGER)) VIRTUAL
 )"""
 
-ROLLUP_SQL = f"""
-CREATE TABLE IF NOT EXISTS usage_hourly (
-  hour INTEGER NOT NULL,
-  {", ".join(f"{d} TEXT NOT NULL" for d in _ROLLUP_DIMS)},
-  requests INTEGER NOT NULL, errors INTEGER NOT NULL,
-  input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
-  reasoning_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
-  cost_usd REAL NOT NULL, cost_n INTEGER NOT NULL,
-  latency_n INTEGER NOT NULL, ttft_n INTEGER NOT NULL,
-  PRIMARY KEY (hour, {", ".join(_ROLLUP_DIMS)})
-) WITHOUT ROWID"""
-
-# Raw-row expression of each group key (indexed: the generated columns are).
-_RAW_GROUP = {
+# Each group key as a raw-row expression (an indexed column: model_key and day are generated)
+# and as a rollup expression.
+_RAW_GROUP: dict[GroupBy, str] = {
     "backend": "backend",
     "model": "model_key",
     "project": "project",
     "key": "key_id",
     "day": "day",
 }
-_ROLLUP_GROUP = {
+_ROLLUP_GROUP: dict[GroupBy, str] = {
     "backend": "nullif(backend, '')",
     "model": "coalesce(nullif(model_used, ''), nullif(model_requested, ''))",
     "project": "nullif(project, '')",
     "key": "nullif(key_id, '')",
-    "day": "hour / 24",
 }
-# Index per (leading column, metric) that orders rows by the metric: percentile walks.
-_WALK_LEADS = ("backend", "model_key", "project", "key_id", "day")
 
 
-def _index_name(lead: str | None, metric: str) -> str:
-    return f"ix_usage_{lead}_{metric}" if lead else f"ix_usage_{metric}"
+Lead = tuple[str, ...]
+# The leads of the indexes ordered by a metric, most specific first: percentiles of rows with
+# these columns equal to given values are read by a walk along the index (see `_Reader._walk`).
+WALK_LEADS: tuple[Lead, ...] = (
+    ("backend", "model_key"),
+    ("backend",),
+    ("model_key",),
+    ("project",),
+    ("key_id",),
+    ("day",),
+    (),
+)
 
 
+def _index_name(lead: Lead, metric: str) -> str:
+    return "_".join(("ix_usage", *lead, metric))
+
+
+# `ts` rides along in every walk index so since/until are checked inside the index.
 INDEX_SQL: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS ix_usage_ts ON usage (ts)",
-    "CREATE INDEX IF NOT EXISTS ix_usage_backend_model_ts ON usage (backend, model_key, ts)",
     "CREATE INDEX IF NOT EXISTS ix_usage_project_ts ON usage (project, ts)",
     "CREATE INDEX IF NOT EXISTS ix_usage_session_ts ON usage (session_id, ts)",
     *(
-        f"CREATE INDEX IF NOT EXISTS {_index_name(None, m)} ON usage ({m}, ts)"
-        for m in ("latency_ms", "ttft_ms")
-    ),
-    *(
-        f"CREATE INDEX IF NOT EXISTS {_index_name(lead, m)} ON usage ({lead}, {m}, ts)"
-        for lead in _WALK_LEADS
+        f"CREATE INDEX IF NOT EXISTS {_index_name(lead, m)} ON usage ({', '.join((*lead, m, 'ts'))})"
+        for lead in WALK_LEADS
         for m in ("latency_ms", "ttft_ms")
     ),
 )
@@ -462,15 +478,14 @@ def _pragmas(con: sqlite3.Connection) -> None:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
     con.execute("PRAGMA busy_timeout=5000")
-    con.execute("PRAGMA foreign_keys=OFF")
 
 
 def create_schema(con: sqlite3.Connection, *, indexes: bool = True) -> None:
-    """Create (or upgrade to) the current schema on `con`; idempotent.
+    """Create (or complete) the current schema on `con`; idempotent.
 
-    `indexes=False` leaves out the indexes (a bulk load is faster without them; open a
-    `UsageStore` afterwards and it creates them). The rollup is rebuilt from `usage` when it
-    is newly created over existing rows.
+    `indexes=False` leaves the indexes out (a bulk load is faster without them; a `UsageStore`
+    opened on the file afterwards creates them). A rollup created over existing rows is filled
+    from them.
     """
     con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = con.execute("SELECT max(version) FROM schema_version").fetchone()
@@ -481,12 +496,13 @@ def create_schema(con: sqlite3.Connection, *, indexes: bool = True) -> None:
             f"{SCHEMA_VERSION}: use a newer proxy or another file"
         )
     con.execute(TABLE_SQL)
-    had_rollup = _table_exists(con, "usage_hourly")
-    con.execute(ROLLUP_SQL)
+    missing = [t for t, _ in _ROLLUPS.values() if not _table_exists(con, t)]
+    for table, _ in _ROLLUPS.values():
+        con.execute(_rollup_table_sql(table))
     for sql in TRIGGER_SQL:
         con.execute(sql)
-    if not had_rollup:
-        rebuild_rollup(con)
+    if missing:
+        rebuild_rollups(con)
     if indexes:
         for sql in INDEX_SQL:
             con.execute(sql)
@@ -499,25 +515,28 @@ def _table_exists(con: sqlite3.Connection, name: str) -> bool:
     return con.execute(sql, (name,)).fetchone() is not None
 
 
-def rebuild_rollup(con: sqlite3.Connection) -> None:
-    """Recompute `usage_hourly` from every row of `usage` (after a load without triggers)."""
+def rebuild_rollups(con: sqlite3.Connection) -> None:
+    """Recompute the rollups from every row of `usage`."""
     dims = ", ".join(f"ifnull({d}, '')" for d in _ROLLUP_DIMS)
-    sums = (
-        "count(*), sum(outcome = 'error'), total(input_tokens), total(output_tokens), "
-        "total(reasoning_tokens), total(cached_tokens), total(cost_usd), count(cost_usd), "
-        "count(latency_ms), count(ttft_ms)"
-    )
-    con.execute("DELETE FROM usage_hourly")
-    con.execute(
-        f"INSERT INTO usage_hourly (hour, {', '.join(_ROLLUP_DIMS)}, {', '.join(_ROLLUP_SUMS)}) "
-        f"SELECT CAST(ts / 3600 AS INTEGER), {dims}, {sums} FROM usage "
-        f"GROUP BY 1, 2, 3, 4, 5, 6"
-    )
+    for table, seconds in _ROLLUPS.values():
+        con.execute(f"DELETE FROM {table}")
+        con.execute(
+            f"INSERT INTO {table} (period, {', '.join(_ROLLUP_DIMS)}, {', '.join(_ROLLUP_SUMS)}) "
+            f"SELECT CAST(ts / {seconds} AS INTEGER), {dims}, {_RAW_SUMS} FROM usage "
+            f"GROUP BY 1, 2, 3, 4, 5, 6"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
 # Queries
 # ----------------------------------------------------------------------------------------------
+
+_RAW_SUMS = (
+    "count(*), ifnull(sum(outcome = 'error'), 0), total(input_tokens), total(output_tokens), "
+    "total(reasoning_tokens), total(cached_tokens), total(cost_usd), count(cost_usd), "
+    "count(latency_ms), count(ttft_ms)"
+)
+_ROLLUP_SUM_SQL = ", ".join(f"sum({c})" for c in _ROLLUP_SUMS)
 
 
 @dataclass(slots=True)
@@ -545,16 +564,11 @@ class _Sums:
         self.latency_n += int(values[8] or 0)
         self.ttft_n += int(values[9] or 0)
 
+    def values(self) -> list[Any]:
+        return [getattr(self, c) for c in _ROLLUP_SUMS]
+
     def count(self, metric: Metric) -> int:
         return self.latency_n if metric == "latency_ms" else self.ttft_n
-
-
-_RAW_SUMS = (
-    "count(*), sum(outcome = 'error'), total(input_tokens), total(output_tokens), "
-    "total(reasoning_tokens), total(cached_tokens), total(cost_usd), count(cost_usd), "
-    "count(latency_ms), count(ttft_ms)"
-)
-_ROLLUP_SUM_SQL = ", ".join(f"sum({c})" for c in _ROLLUP_SUMS)
 
 
 @dataclass(slots=True)
@@ -572,16 +586,40 @@ class _Where:
         return " AND ".join(self.parts) if self.parts else "1"
 
 
-def _raw_where(f: UsageFilters, since: float | None, until: float | None) -> _Where:
+@dataclass(frozen=True, slots=True)
+class _Sel:
+    """Rows to sum or rank: the user's filters, and `model_key` (an exact model-used-else-
+    requested match, for the reference counts that prove a walk exact)."""
+
+    project: str | None = None
+    backend: str | None = None
+    model: str | None = None
+    model_key: str | None = None
+    session: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    @classmethod
+    def of(cls, f: UsageFilters) -> _Sel:
+        return cls(f.project, f.backend, f.model, None, f.session, f.since, f.until)
+
+
+def _names_where(sel: _Sel, w: _Where, *, raw: bool) -> None:
+    if sel.project is not None:
+        w.add("project = ?", sel.project)
+    if sel.backend is not None:
+        w.add("backend = ?", sel.backend)
+    if sel.model is not None:
+        w.add("(model_used = ? OR model_requested = ?)", sel.model, sel.model)
+    if sel.model_key is not None:
+        w.add(f"{'model_key' if raw else _ROLLUP_GROUP['model']} = ?", sel.model_key)
+    if raw and sel.session is not None:
+        w.add("session_id = ?", sel.session)
+
+
+def _raw_where(sel: _Sel, since: float | None, until: float | None) -> _Where:
     w = _Where()
-    if f.project is not None:
-        w.add("project = ?", f.project)
-    if f.session is not None:
-        w.add("session_id = ?", f.session)
-    if f.backend is not None:
-        w.add("backend = ?", f.backend)
-    if f.model is not None:
-        w.add("(model_used = ? OR model_requested = ?)", f.model, f.model)
+    _names_where(sel, w, raw=True)
     if since is not None:
         w.add("ts >= ?", since)
     if until is not None:
@@ -589,19 +627,35 @@ def _raw_where(f: UsageFilters, since: float | None, until: float | None) -> _Wh
     return w
 
 
-def _rollup_where(f: UsageFilters, hour_lo: int | None, hour_hi: int | None) -> _Where:
-    w = _Where()
-    if f.project is not None:
-        w.add("project = ?", f.project)
-    if f.backend is not None:
-        w.add("backend = ?", f.backend)
-    if f.model is not None:
-        w.add("(model_used = ? OR model_requested = ?)", f.model, f.model)
-    if hour_lo is not None:
-        w.add("hour >= ?", hour_lo)
-    if hour_hi is not None:
-        w.add("hour < ?", hour_hi)
-    return w
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """A piece of the time range: raw rows [lo, hi) in seconds, or rollup periods [lo, hi)."""
+
+    kind: Literal["raw", "hour", "day"]
+    lo: float | None
+    hi: float | None
+
+
+def _spans(since: float | None, until: float | None) -> list[_Span]:
+    """Cover [since, until) with whole days, then whole hours, then raw rows at the edges."""
+    h_lo = math.ceil(since / 3600) if since is not None else None
+    h_hi = math.floor(until / 3600) if until is not None else None
+    if h_lo is not None and h_hi is not None and h_lo >= h_hi:
+        return [_Span("raw", since, until)]  # within one hour, or empty
+    spans = []
+    if since is not None and h_lo is not None and since < h_lo * 3600:
+        spans.append(_Span("raw", since, h_lo * 3600.0))
+    if until is not None and h_hi is not None and h_hi * 3600 < until:
+        spans.append(_Span("raw", h_hi * 3600.0, until))
+    d_lo = -(-h_lo // 24) if h_lo is not None else None
+    d_hi = h_hi // 24 if h_hi is not None else None
+    if d_lo is not None and d_hi is not None and d_lo >= d_hi:
+        return [*spans, _Span("hour", h_lo, h_hi)]
+    if h_lo is not None and d_lo is not None and h_lo < d_lo * 24:
+        spans.append(_Span("hour", h_lo, d_lo * 24))
+    if h_hi is not None and d_hi is not None and d_hi * 24 < h_hi:
+        spans.append(_Span("hour", d_hi * 24, h_hi))
+    return [*spans, _Span("day", d_lo, d_hi)]
 
 
 def _rank(n: int, p: int) -> int:
@@ -611,150 +665,212 @@ def _rank(n: int, p: int) -> int:
 
 GroupValue = str | int | None
 _TOTAL = "__total__"
+Percentiles = dict[str, float | None]
+
+
+def _no_values(metric: Metric) -> Percentiles:
+    return {f"{metric}_p{p}": None for p in PERCENTILES}
 
 
 class _Reader:
-    """One `stats` or `recent` call on one connection, inside one read transaction."""
+    """The queries of one `stats` or `recent` call, on one connection and one snapshot."""
 
-    # Relative cost of a row read and sorted by the window query against an index entry
-    # stepped over by a walk (measured with bench/usage.py: roughly 1 us against 25-50 ns).
-    WINDOW_ROW_COST = 25.0
+    # What reading and sorting one row costs the window query, in index entries a walk steps
+    # over (bench/usage.py: about 2-3 us against 0.05-0.1 us).
+    WINDOW_ROW_COST = 30.0
 
     def __init__(self, con: sqlite3.Connection, filters: UsageFilters) -> None:
         self.con = con
         self.f = filters
+        self.sel = _Sel.of(filters)
+        self._share: float | None = None
+        self._references: dict[tuple[_Sel, GroupBy | None], dict[GroupValue, _Sums]] = {}
 
     # -- sums -----------------------------------------------------------------------------
 
-    def sums(self, group: GroupBy | None) -> dict[GroupValue, _Sums]:
+    def sums(self, sel: _Sel, group: GroupBy | None) -> dict[GroupValue, _Sums]:
+        """Per group (or under the key None) sums of the rows `sel` selects."""
         out: dict[GroupValue, _Sums] = {}
-        for key, values in self._sum_rows(group):
-            out.setdefault(key, _Sums()).add(values)
+        if sel.session is not None:
+            spans = [_Span("raw", sel.since, sel.until)]
+        else:
+            spans = _spans(sel.since, sel.until)
+        for span in spans:
+            for row in self._span_sums(sel, group, span):
+                if row[1]:
+                    out.setdefault(row[0], _Sums()).add(row[1:])
         return out
 
-    def _sum_rows(self, group: GroupBy | None) -> Iterator[tuple[GroupValue, Sequence[Any]]]:
+    def _span_sums(self, sel: _Sel, group: GroupBy | None, span: _Span) -> list[Any]:
+        if span.kind == "raw":
+            w = _raw_where(sel, span.lo, span.hi)
+            key = _RAW_GROUP[group] if group else "NULL"
+            sql = f"SELECT {key}, {_RAW_SUMS} FROM usage WHERE {w.sql()} GROUP BY 1"
+            return self.con.execute(sql, w.params).fetchall()
+        table, _ = _ROLLUPS[span.kind]
+        w = _Where()
+        _names_where(sel, w, raw=False)
+        if span.lo is not None:
+            w.add("period >= ?", int(span.lo))
+        if span.hi is not None:
+            w.add("period < ?", int(span.hi))
+        if group == "day":
+            key = "period / 24" if span.kind == "hour" else "period"
+        else:
+            key = _ROLLUP_GROUP[group] if group else "NULL"
+        sql = f"SELECT {key}, {_ROLLUP_SUM_SQL} FROM {table} WHERE {w.sql()} GROUP BY 1"
+        return self.con.execute(sql, w.params).fetchall()
+
+    # -- percentiles: which rows a walk along an index would see ------------------------------
+
+    def _equalities(self) -> dict[str, str]:
+        """Raw column -> value of the filters a walk index can lead with."""
         f = self.f
-        if f.session is not None:
-            yield from self._raw_sums(group, f.since, f.until)
-            return
-        lo, hi, edges = _split_hours(f.since, f.until)
-        if lo is None or hi is None or lo < hi:
-            yield from self._rollup_sums(group, lo, hi)
-        for since, until in edges:
-            yield from self._raw_sums(group, since, until)
+        found = {"backend": f.backend, "project": f.project, "model_key": f.model}
+        return {c: v for c, v in found.items() if v is not None}
 
-    def _raw_sums(
-        self, group: GroupBy | None, since: float | None, until: float | None
-    ) -> Iterator[tuple[GroupValue, Sequence[Any]]]:
-        w = _raw_where(self.f, since, until)
-        key = _RAW_GROUP[group] if group else "NULL"
-        sql = f"SELECT {key}, {_RAW_SUMS} FROM usage WHERE {w.sql()} GROUP BY 1"
-        for row in self.con.execute(sql, w.params):
-            if row[1]:
-                yield row[0], row[1:]
+    def _reference(
+        self, lead: Lead, values: Mapping[str, Any], group: GroupBy | None
+    ) -> dict[GroupValue, _Sums]:
+        """Sums (per group) of exactly the rows a walk along `lead` sees: rows in the time range
+        whose lead columns equal `values` (the group's column takes each group's value)."""
+        fixed = set(lead) - ({_RAW_GROUP[group]} if group else set())
+        sel = _Sel(
+            project=values["project"] if "project" in fixed else None,
+            backend=values["backend"] if "backend" in fixed else None,
+            model_key=values["model_key"] if "model_key" in fixed else None,
+            since=self.f.since,
+            until=self.f.until,
+        )
+        key = (sel, group)
+        if key not in self._references:
+            self._references[key] = self.sums(sel, group)
+        return self._references[key]
 
-    def _rollup_sums(
-        self, group: GroupBy | None, lo: int | None, hi: int | None
-    ) -> Iterator[tuple[GroupValue, Sequence[Any]]]:
-        w = _rollup_where(self.f, lo, hi)
-        key = _ROLLUP_GROUP[group] if group else "NULL"
-        sql = f"SELECT {key}, {_ROLLUP_SUM_SQL} FROM usage_hourly WHERE {w.sql()} GROUP BY 1"
-        for row in self.con.execute(sql, w.params):
-            if row[1]:
-                yield row[0], row[1:]
+    def _leads(self, group_column: str | None) -> list[tuple[Lead, bool]]:
+        """Walk leads that may select exactly the filtered rows (of one group), each with
+        whether it does by construction; otherwise equal counts prove it, which holds only
+        when one set contains the other: the walk's rows contain the filtered ones when every
+        lead column is a filter or the group (`within`), and are contained in them when the
+        lead holds every filter, the model filter as `model_key` (`covering`)."""
+        if self.f.session is not None:
+            return []
+        names = {c for c in ("backend", "project") if getattr(self.f, c) is not None}
+        implied = names | ({group_column} if group_column else set())
+        needed = implied | ({"model_key"} if self.f.model else set())
+        leads = []
+        for lead in WALK_LEADS:
+            columns = set(lead)
+            if group_column is not None and group_column not in columns:
+                continue
+            within = columns <= implied
+            covering = columns == needed and not (group_column == "model_key" and self.f.model)
+            if within or covering:
+                leads.append((lead, within and columns == needed))
+        return leads
 
-    # -- percentiles ------------------------------------------------------------------------
-
-    def percentiles(
-        self, group: GroupBy | None, sums: Mapping[GroupValue, _Sums], total: _Sums
-    ) -> dict[GroupValue, dict[str, float | None]]:
-        """p50/p95 of each metric for the whole filtered set (`_TOTAL`) and for each group."""
-        out: dict[GroupValue, dict[str, float | None]] = {_TOTAL: {}}
-        for key in sums:
-            out[key] = {}
+    def totals_percentiles(self, total: _Sums) -> Percentiles:
+        out: Percentiles = {}
+        values: dict[str, Any] = self._equalities()
         for metric in METRICS:
-            for key, values in self._metric_total(metric, total).items():
-                out[_TOTAL].update(values)
-                del key
-            if group is not None:
-                for key, values in self._metric_groups(metric, group, sums).items():
-                    out.setdefault(key, {}).update(values)
+            n = total.count(metric)
+            if n == 0:
+                out.update(_no_values(metric))
+                continue
+            lead = self._exact_lead(metric, n, values)
+            if lead is not None and self._walk_cost(n) < self.WINDOW_ROW_COST * n:
+                out.update(self._walk(metric, [(c, values[c]) for c in lead], n))
+            else:
+                out.update(self._window(metric, None, None).get(None, _no_values(metric)))
         return out
 
-    def _metric_total(self, metric: Metric, total: _Sums) -> dict[GroupValue, dict[str, Any]]:
-        n = total.count(metric)
-        if n == 0:
-            return {_TOTAL: _none(metric)}
-        lead = self._filter_lead()
-        if lead is not None and self._walk_cost(n) < self.WINDOW_ROW_COST * n:
-            column, value = lead
-            return {_TOTAL: self._walk(metric, column, value, n)}
-        found = self._window(metric, None)
-        return {_TOTAL: found.get(None, _none(metric))}
+    def _exact_lead(self, metric: Metric, n: int, values: Mapping[str, Any]) -> Lead | None:
+        for lead, obvious in self._leads(None):
+            if obvious:
+                return lead
+            found = self._reference(lead, values, None).get(None)
+            if found is not None and found.count(metric) == n:
+                return lead
+        return None
 
-    def _metric_groups(
-        self, metric: Metric, group: GroupBy, sums: Mapping[GroupValue, _Sums]
-    ) -> dict[GroupValue, dict[str, Any]]:
-        counts = {k: s.count(metric) for k, s in sums.items() if s.count(metric) > 0}
-        out: dict[GroupValue, dict[str, Any]] = {k: _none(metric) for k in sums}
-        if not counts:
-            return out
-        walkable = self._filter_lead() == ("", None)  # no equality filter: walk by the group
-        walk_cost = sum(self._walk_cost(n) for n in counts.values())
-        if walkable and walk_cost < self.WINDOW_ROW_COST * sum(counts.values()):
-            column = _RAW_GROUP[group]
-            for key, n in counts.items():
-                out[key] = self._walk(metric, column, key, n)
-            return out
-        out.update(self._window(metric, _RAW_GROUP[group]))
+    def group_percentiles(
+        self, group: GroupBy, sums: Mapping[GroupValue, _Sums]
+    ) -> dict[GroupValue, Percentiles]:
+        out: dict[GroupValue, Percentiles] = {key: {} for key in sums}
+        column = _RAW_GROUP[group]
+        values: dict[str, Any] = self._equalities()
+        leads = self._leads(column)
+        for metric in METRICS:
+            windows: list[GroupValue] = []
+            for key, s in sums.items():
+                n = s.count(metric)
+                if n == 0:
+                    out[key].update(_no_values(metric))
+                    continue
+                lead = self._group_lead(leads, group, key, metric, n, values)
+                if lead is not None and self._walk_cost(n) < self.WINDOW_ROW_COST * n:
+                    pairs = [(c, key if c == column else values[c]) for c in lead]
+                    out[key].update(self._walk(metric, pairs, n))
+                else:
+                    windows.append(key)
+            if windows:
+                found = self._window(metric, column, windows)
+                for key in windows:
+                    out[key].update(found.get(key, _no_values(metric)))
         return out
 
-    def _filter_lead(self) -> tuple[str, Any] | None:
-        """The index lead the filters allow a walk on: ("", None) for none needed, None if
-        the filters cannot be checked inside any metric index (session, model, two names)."""
-        f = self.f
-        if f.session is not None or f.model is not None:
-            return None
-        named = [(c, v) for c, v in (("backend", f.backend), ("project", f.project)) if v]
-        if len(named) > 1:
-            return None
-        return named[0] if named else ("", None)
+    def _group_lead(
+        self,
+        leads: Sequence[tuple[Lead, bool]],
+        group: GroupBy,
+        key: GroupValue,
+        metric: Metric,
+        n: int,
+        values: Mapping[str, Any],
+    ) -> Lead | None:
+        for lead, obvious in leads:
+            if obvious:
+                return lead
+            found = self._reference(lead, values, group).get(key)
+            if found is not None and found.count(metric) == n:
+                return lead
+        return None
 
     def _walk_cost(self, n: int) -> float:
         """Index entries a walk steps over to reach both percentiles of n rows (estimate)."""
-        share = self._time_share()
         steps = sum(min(_rank(n, p), n - _rank(n, p) + 1) for p in PERCENTILES)
-        return steps / share + 2 * math.log2(n + 1)
+        return steps / self._time_share() + 2 * math.log2(n + 1)
 
     def _time_share(self) -> float:
-        """The share of the indexed rows the since/until range holds (1 without a range)."""
-        f = self.f
-        if f.since is None and f.until is None:
-            return 1.0
-        lo, hi = self.con.execute("SELECT min(ts), max(ts) FROM usage").fetchone()
-        if lo is None or hi <= lo:
-            return 1.0
-        start = max(lo, f.since if f.since is not None else lo)
-        end = min(hi, f.until if f.until is not None else hi)
-        return max(1e-6, min(1.0, (end - start) / (hi - lo)))
+        """The share of the rows in the since/until range (1 without a range), by time."""
+        if self._share is None:
+            self._share = 1.0
+            f = self.f
+            if f.since is not None or f.until is not None:
+                sql = "SELECT (SELECT min(ts) FROM usage), (SELECT max(ts) FROM usage)"
+                lo, hi = self.con.execute(sql).fetchone()
+                if lo is not None and hi > lo:
+                    start = max(lo, f.since if f.since is not None else lo)
+                    end = min(hi, f.until if f.until is not None else hi)
+                    self._share = max(1e-6, min(1.0, (end - start) / (hi - lo)))
+        return self._share
 
-    def _walk(self, metric: Metric, column: str, value: Any, n: int) -> dict[str, Any]:
-        """Percentiles read by stepping along the (column, metric, ts) index, OFFSET rows."""
-        lead = column or None
+    def _walk(self, metric: Metric, lead: Sequence[tuple[str, Any]], n: int) -> Percentiles:
+        """Percentiles read along the index (lead..., metric, ts): `LIMIT 1 OFFSET rank`,
+        from whichever end of the n rows is nearer."""
         w = _Where()
-        if lead:
-            w.add(f"{lead} IS ?", value)
+        for column, value in lead:
+            w.add(f"{column} IS ?", value)
         w.add(f"{metric} IS NOT NULL")
         if self.f.since is not None:
             w.add("ts >= ?", self.f.since)
         if self.f.until is not None:
             w.add("ts < ?", self.f.until)
-        index = _index_name(lead, metric)
-        out: dict[str, Any] = {}
+        index = _index_name(tuple(c for c, _ in lead), metric)
+        out: Percentiles = {}
         for p in PERCENTILES:
             rank = _rank(n, p)
-            ascending = rank <= n - rank + 1
-            order, offset = ("ASC", rank - 1) if ascending else ("DESC", n - rank)
+            order, offset = ("ASC", rank - 1) if rank - 1 <= n - rank else ("DESC", n - rank)
             sql = (
                 f"SELECT {metric} FROM usage INDEXED BY {index} WHERE {w.sql()} "
                 f"ORDER BY {metric} {order} LIMIT 1 OFFSET ?"
@@ -763,20 +879,30 @@ class _Reader:
             out[f"{metric}_p{p}"] = row[0] if row else None
         return out
 
-    def _window(self, metric: Metric, group_sql: str | None) -> dict[GroupValue, dict[str, Any]]:
-        """Percentiles of every group (or of the whole set) in one window-function query."""
-        w = _raw_where(self.f, self.f.since, self.f.until)
+    def _window(
+        self, metric: Metric, column: str | None, keys: Sequence[GroupValue] | None
+    ) -> dict[GroupValue, Percentiles]:
+        """Percentiles of the filtered rows (per group of `column`, only `keys`) in one
+        window-function query: each group's rows sorted, the rows at the ranks kept."""
+        w = _raw_where(self.sel, self.f.since, self.f.until)
         w.add(f"{metric} IS NOT NULL")
-        key = group_sql or "NULL"
-        partition = f"PARTITION BY {group_sql} " if group_sql else ""
-        wanted = " OR ".join(f"rn = (cnt * {p} + 99) / 100" for p in PERCENTILES)
+        if column is not None and keys is not None:
+            present = [k for k in keys if k is not None]
+            alternatives = []
+            if present:
+                alternatives.append(f"{column} IN ({', '.join('?' * len(present))})")
+            if len(present) < len(keys):
+                alternatives.append(f"{column} IS NULL")
+            w.add("(" + " OR ".join(alternatives) + ")", *present)
+        key = column or "NULL"
+        partition = f"PARTITION BY {column}" if column else ""
+        wanted = " OR ".join(f"rn = max(1, (cnt * {p} + 99) / 100)" for p in PERCENTILES)
         sql = (
             f"SELECT g, v, rn, cnt FROM (SELECT {key} AS g, {metric} AS v, "
-            f"row_number() OVER ({partition}ORDER BY {metric}) AS rn, "
-            f"count(*) OVER ({partition.strip()}) AS cnt "
-            f"FROM usage WHERE {w.sql()}) WHERE {wanted}"
+            f"row_number() OVER ({partition} ORDER BY {metric}) AS rn, "
+            f"count(*) OVER ({partition}) AS cnt FROM usage WHERE {w.sql()}) WHERE {wanted}"
         )
-        out: dict[GroupValue, dict[str, Any]] = {}
+        out: dict[GroupValue, Percentiles] = {}
         for g, v, rn, cnt in self.con.execute(sql, w.params):
             values = out.setdefault(g, {})
             for p in PERCENTILES:
@@ -787,32 +913,12 @@ class _Reader:
     # -- recent -----------------------------------------------------------------------------
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
-        w = _raw_where(self.f, self.f.since, self.f.until)
+        w = _raw_where(self.sel, self.f.since, self.f.until)
         columns = ", ".join(("id", *ROW_COLUMNS))
         sql = f"SELECT {columns} FROM usage WHERE {w.sql()} ORDER BY ts DESC, id DESC LIMIT ?"
         cursor = self.con.execute(sql, [*w.params, limit])
         names = [d[0] for d in cursor.description]
         return [_row_json(dict(zip(names, row, strict=True))) for row in cursor]
-
-
-def _none(metric: Metric) -> dict[str, Any]:
-    return {f"{metric}_p{p}": None for p in PERCENTILES}
-
-
-def _split_hours(
-    since: float | None, until: float | None
-) -> tuple[int | None, int | None, list[tuple[float | None, float | None]]]:
-    """Whole hours [lo, hi) the rollup answers for, and the raw-row edges around them."""
-    lo = math.ceil(since / 3600) if since is not None else None
-    hi = math.floor(until / 3600) if until is not None else None
-    if lo is not None and hi is not None and lo >= hi:
-        return lo, hi, [(since, until)]  # within one hour (or empty): raw rows only
-    edges: list[tuple[float | None, float | None]] = []
-    if since is not None and lo is not None and since < lo * 3600:
-        edges.append((since, lo * 3600.0))
-    if until is not None and hi is not None and hi * 3600 < until:
-        edges.append((hi * 3600.0, until))
-    return lo, hi, edges
 
 
 def _row_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -911,12 +1017,18 @@ class Metrics:
                 *self._counter(
                     "llm_proxy_requests_total",
                     "LLM exchanges finished, by backend, model and outcome.",
-                    {_labels(backend=b, model=m, outcome=o): n for (b, m, o), n in self.requests.items()},
+                    {
+                        _labels(backend=b, model=m, outcome=o): n
+                        for (b, m, o), n in self.requests.items()
+                    },
                 ),
                 *self._counter(
                     "llm_proxy_tokens_total",
                     "Tokens by backend, model and direction (in includes cached, out reasoning).",
-                    {_labels(backend=b, model=m, direction=d): n for (b, m, d), n in self.tokens.items()},
+                    {
+                        _labels(backend=b, model=m, direction=d): n
+                        for (b, m, d), n in self.tokens.items()
+                    },
                 ),
                 *self._counter(
                     "llm_proxy_errors_total",
@@ -943,7 +1055,9 @@ class Metrics:
             for bound, count in zip(LATENCY_BUCKETS, h.buckets, strict=True):
                 labels = _labels(backend=backend, model=model, le=_num(bound))
                 lines.append(f"{name}_bucket{labels} {count}")
-            lines.append(f"{name}_bucket{_labels(backend=backend, model=model, le='+Inf')} {h.count}")
+            lines.append(
+                f"{name}_bucket{_labels(backend=backend, model=model, le='+Inf')} {h.count}"
+            )
             lines.append(f"{name}_sum{_labels(backend=backend, model=model)} {_num(h.total)}")
             lines.append(f"{name}_count{_labels(backend=backend, model=model)} {h.count}")
         return lines
@@ -968,7 +1082,8 @@ class UsageStore:
     """The usage sqlite file, its writer thread, its queries and the live counters."""
 
     BATCH_MAX = 1000
-    READ_CACHE_KIB = 65536
+    BATCH_WAIT = 0.05  # seconds rows may gather before a batch is written
+    CACHE_KIB = 32768  # page cache per connection (the writer's and each reader's)
 
     def __init__(self, path: str, *, store_content: bool = False) -> None:
         self.path = path
@@ -1033,6 +1148,7 @@ class UsageStore:
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         _pragmas(con)
+        con.execute(f"PRAGMA cache_size=-{self.CACHE_KIB}")
         return con
 
     def _write_loop(self) -> None:
@@ -1052,8 +1168,14 @@ class UsageStore:
             con.close()
 
     def _take(self) -> list[object]:
-        """The next batch: wait for one item, then whatever else is queued (up to a limit)."""
+        """The next batch: wait for one item, let more gather briefly, then take what is queued.
+
+        Gathering for `BATCH_WAIT` seconds makes one transaction (and one thread wake-up) per
+        batch instead of per row under load; a flush or close is served at once.
+        """
         items = [self._queue.get()]
+        if not isinstance(items[0], _Barrier) and items[0] is not _STOP:
+            time.sleep(self.BATCH_WAIT)
         while len(items) < self.BATCH_MAX and items[-1] is not _STOP:
             try:
                 items.append(self._queue.get_nowait())
@@ -1096,7 +1218,6 @@ class UsageStore:
         if con is None:
             con = self._connect()
             con.execute("PRAGMA query_only=ON")
-            con.execute(f"PRAGMA cache_size=-{self.READ_CACHE_KIB}")
             self._local.con = con
             with self._readers_lock:
                 self._readers.append(con)
@@ -1119,15 +1240,21 @@ class UsageStore:
         group = _group(group_by)
         with self._snapshot() as con:
             reader = _Reader(con, f)
-            grouped = reader.sums(group)
+            grouped = reader.sums(reader.sel, group)
             total = _Sums()
             for s in grouped.values():
-                total.add([getattr(s, c) for c in _ROLLUP_SUMS])
-            pct = reader.percentiles(group, grouped if group else {}, total)
-        groups = [
-            {"key": _group_label(group, key), **_summary(s, pct.get(key, {}))}
-            for key, s in grouped.items()
-        ] if group else []
+                total.add(s.values())
+            pct: dict[GroupValue, Percentiles] = {_TOTAL: reader.totals_percentiles(total)}
+            if group is not None:
+                pct.update(reader.group_percentiles(group, grouped))
+        groups = (
+            [
+                {"key": _group_label(group, key), **_summary(s, pct.get(key, {}))}
+                for key, s in grouped.items()
+            ]
+            if group
+            else []
+        )
         if group == "day":
             groups.sort(key=lambda g: (g["key"] is None, g["key"] or ""))
         else:
