@@ -269,10 +269,7 @@ def load_prices(path: str | Path, base: PriceTable = DEFAULT_PRICES) -> PriceTab
     """The built-in table with the user's price file (JSON or YAML) merged over it."""
     file = Path(path)
     text = file.read_text(encoding="utf-8")
-    if file.suffix.lower() in (".yaml", ".yml"):
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
+    data = yaml.safe_load(text) if file.suffix.lower() in (".yaml", ".yml") else json.loads(text)
     return base.merged(parse_prices(data or {}, str(file)))
 
 

@@ -14,16 +14,22 @@ What this module owns (nothing here knows mitmproxy):
 - `metrics_text()`: Prometheus counters and a latency histogram kept in memory by `record()`
   (counted since the process started, as Prometheus expects; a scrape runs no SQL).
 
-How `stats` stays fast on millions of rows:
-- Sums come from `usage_hourly`, a rollup kept by sqlite triggers in the same transaction as
-  the row (so it can never disagree with `usage`): one row per hour, backend, model used, model
-  requested, project and key. Only the partial hours at the edges of `since`/`until` are summed
-  from raw rows; a `session` filter (not in the rollup) sums raw rows through its index.
-- Percentiles are exact (nearest rank: the value at rank ceil(p/100 * n) of the n non-null
-  values, ascending). For big sets they are read by walking an index ordered by the metric
-  (`ORDER BY latency_ms LIMIT 1 OFFSET k`, from whichever end is nearer) - one index per group
-  key - and for small or multi-filtered sets by one window-function query over the filtered
-  rows; the cheaper of the two is chosen from the counts the rollup gives.
+How `stats` stays fast on millions of rows (numbers: `bench/usage.py`):
+- Sums come from two rollups, `usage_daily` and `usage_hourly`, kept by sqlite triggers in the
+  same transaction as each row (so they never disagree with `usage`, whatever wrote the row):
+  one row per period, backend, model used, model requested, project and key. A range is summed
+  from whole days, then whole hours, then raw rows for the partial hours at its edges. A
+  `session` filter (not in the rollups) sums raw rows through the session index.
+- Percentiles are exact: nearest rank, the value at rank ceil(p/100 * n) of the n non-null
+  values in ascending order. sqlite sorts at about 2 us a row, too slow for big sets, so they
+  are read off indexes already ordered by the metric - `(lead..., metric, ts)` for the leads in
+  `WALK_LEADS` - with `ORDER BY metric LIMIT 1 OFFSET rank` from the nearer end (skipping index
+  entries costs ~0.05 us each; since/until are checked inside the index). A walk is used when
+  its rows are exactly the filtered rows (of one group): by construction (the filters and the
+  group are the lead), or proved by the rollups' counts (a backend's models or keys, when no
+  other backend has rows with those names). Otherwise, or when the set is small,
+  one window-function query sorts the filtered rows: a filter and a group on two unrelated
+  names (`project=x&group_by=model`) costs about 2 us per filtered row and metric.
 
 Times: `ts` is unix seconds (UTC). `since` is inclusive, `until` exclusive. Days are UTC days.
 
@@ -247,7 +253,7 @@ def parse_time(text: str, now: float) -> float:
         return now
     match = _RELATIVE.match(value.lower())
     if match:
-        return now - float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        return _in_range(text, now - float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
     if re.fullmatch(r"\d+(?:\.\d+)?", value):
         raise ValueError(
             f"time {text!r} has no unit: add one (s, m, h, d, w) for a relative time, "
@@ -262,7 +268,15 @@ def parse_time(text: str, now: float) -> float:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+    return _in_range(text, parsed.timestamp())
+
+
+def _in_range(text: str, ts: float) -> float:
+    try:
+        datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"time {text!r} is out of range") from None
+    return ts
 
 
 def iso(ts: float) -> str:
@@ -291,7 +305,7 @@ class UsageFilters:
             return value.strip() or None if value is not None else None
 
         since, until = text("since"), text("until")
-        result = cls(
+        return cls(
             project=text("project"),
             session=text("session"),
             backend=text("backend"),
@@ -299,7 +313,6 @@ class UsageFilters:
             since=parse_time(since, at) if since else None,
             until=parse_time(until, at) if until else None,
         )
-        return result
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -683,7 +696,6 @@ class _Reader:
         self.con = con
         self.f = filters
         self.sel = _Sel.of(filters)
-        self._share: float | None = None
         self._references: dict[tuple[_Sel, GroupBy | None], dict[GroupValue, _Sums]] = {}
 
     # -- sums -----------------------------------------------------------------------------
@@ -730,17 +742,23 @@ class _Reader:
         return {c: v for c, v in found.items() if v is not None}
 
     def _reference(
-        self, lead: Lead, values: Mapping[str, Any], group: GroupBy | None
+        self,
+        lead: Lead,
+        values: Mapping[str, Any],
+        group: GroupBy | None,
+        *,
+        all_time: bool = False,
     ) -> dict[GroupValue, _Sums]:
         """Sums (per group) of exactly the rows a walk along `lead` sees: rows in the time range
-        whose lead columns equal `values` (the group's column takes each group's value)."""
+        whose lead columns equal `values` (the group's column takes each group's value); with
+        `all_time`, every row of the lead's index range (what the walk steps over)."""
         fixed = set(lead) - ({_RAW_GROUP[group]} if group else set())
         sel = _Sel(
             project=values["project"] if "project" in fixed else None,
             backend=values["backend"] if "backend" in fixed else None,
             model_key=values["model_key"] if "model_key" in fixed else None,
-            since=self.f.since,
-            until=self.f.until,
+            since=None if all_time else self.f.since,
+            until=None if all_time else self.f.until,
         )
         key = (sel, group)
         if key not in self._references:
@@ -766,7 +784,7 @@ class _Reader:
             within = columns <= implied
             covering = columns == needed and not (group_column == "model_key" and self.f.model)
             if within or covering:
-                leads.append((lead, within and columns == needed))
+                leads.append((lead, within and columns == needed and not self.f.model))
         return leads
 
     def totals_percentiles(self, total: _Sums) -> Percentiles:
@@ -778,7 +796,7 @@ class _Reader:
                 out.update(_no_values(metric))
                 continue
             lead = self._exact_lead(metric, n, values)
-            if lead is not None and self._walk_cost(n) < self.WINDOW_ROW_COST * n:
+            if lead is not None and self._cheap(lead, values, None, None, metric, n):
                 out.update(self._walk(metric, [(c, values[c]) for c in lead], n))
             else:
                 out.update(self._window(metric, None, None).get(None, _no_values(metric)))
@@ -808,7 +826,7 @@ class _Reader:
                     out[key].update(_no_values(metric))
                     continue
                 lead = self._group_lead(leads, group, key, metric, n, values)
-                if lead is not None and self._walk_cost(n) < self.WINDOW_ROW_COST * n:
+                if lead is not None and self._cheap(lead, values, group, key, metric, n):
                     pairs = [(c, key if c == column else values[c]) for c in lead]
                     out[key].update(self._walk(metric, pairs, n))
                 else:
@@ -836,24 +854,23 @@ class _Reader:
                 return lead
         return None
 
-    def _walk_cost(self, n: int) -> float:
-        """Index entries a walk steps over to reach both percentiles of n rows (estimate)."""
-        steps = sum(min(_rank(n, p), n - _rank(n, p) + 1) for p in PERCENTILES)
-        return steps / self._time_share() + 2 * math.log2(n + 1)
-
-    def _time_share(self) -> float:
-        """The share of the rows in the since/until range (1 without a range), by time."""
-        if self._share is None:
-            self._share = 1.0
-            f = self.f
-            if f.since is not None or f.until is not None:
-                sql = "SELECT (SELECT min(ts) FROM usage), (SELECT max(ts) FROM usage)"
-                lo, hi = self.con.execute(sql).fetchone()
-                if lo is not None and hi > lo:
-                    start = max(lo, f.since if f.since is not None else lo)
-                    end = min(hi, f.until if f.until is not None else hi)
-                    self._share = max(1e-6, min(1.0, (end - start) / (hi - lo)))
-        return self._share
+    def _cheap(
+        self,
+        lead: Lead,
+        values: Mapping[str, Any],
+        group: GroupBy | None,
+        key: GroupValue,
+        metric: Metric,
+        n: int,
+    ) -> bool:
+        """Whether walking the lead's index for the n rows costs less than sorting them: the
+        walk steps over the index range's rows outside since/until too (counted all time)."""
+        indexed = n
+        if self.f.since is not None or self.f.until is not None:
+            found = self._reference(lead, values, group, all_time=True).get(key)
+            indexed = max(n, found.count(metric)) if found is not None else n
+        steps = sum(min(_rank(n, p), n - _rank(n, p) + 1) for p in PERCENTILES) * indexed / n
+        return steps + 2 * math.log2(indexed + 1) < self.WINDOW_ROW_COST * n
 
     def _walk(self, metric: Metric, lead: Sequence[tuple[str, Any]], n: int) -> Percentiles:
         """Percentiles read along the index (lead..., metric, ts): `LIMIT 1 OFFSET rank`,
@@ -887,19 +904,22 @@ class _Reader:
         w = _raw_where(self.sel, self.f.since, self.f.until)
         w.add(f"{metric} IS NOT NULL")
         if column is not None and keys is not None:
+            # `+column`: the filters and the time range choose the index, not this list
             present = [k for k in keys if k is not None]
             alternatives = []
             if present:
-                alternatives.append(f"{column} IN ({', '.join('?' * len(present))})")
+                alternatives.append(f"+{column} IN ({', '.join('?' * len(present))})")
             if len(present) < len(keys):
-                alternatives.append(f"{column} IS NULL")
+                alternatives.append(f"+{column} IS NULL")
             w.add("(" + " OR ".join(alternatives) + ")", *present)
         key = column or "NULL"
-        partition = f"PARTITION BY {column}" if column else ""
+        # `+`: no index can hand the rows over in this order, so sqlite reads them through the
+        # filters' index and sorts them (rather than scanning a whole metric index to skip it)
+        partition = f"PARTITION BY +{column}" if column else ""
         wanted = " OR ".join(f"rn = max(1, (cnt * {p} + 99) / 100)" for p in PERCENTILES)
         sql = (
             f"SELECT g, v, rn, cnt FROM (SELECT {key} AS g, {metric} AS v, "
-            f"row_number() OVER ({partition} ORDER BY {metric}) AS rn, "
+            f"row_number() OVER ({partition} ORDER BY +{metric}) AS rn, "
             f"count(*) OVER ({partition}) AS cnt FROM usage WHERE {w.sql()}) WHERE {wanted}"
         )
         out: dict[GroupValue, Percentiles] = {}
@@ -913,6 +933,8 @@ class _Reader:
     # -- recent -----------------------------------------------------------------------------
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
+        if self.f.model is not None and not self.sums(self.sel, None):
+            return []  # nothing matches: spare the scan an unindexed model filter would make
         w = _raw_where(self.sel, self.f.since, self.f.until)
         columns = ", ".join(("id", *ROW_COLUMNS))
         sql = f"SELECT {columns} FROM usage WHERE {w.sql()} ORDER BY ts DESC, id DESC LIMIT ?"
@@ -1157,8 +1179,12 @@ class UsageStore:
             while True:
                 items = self._take()
                 rows = [x for x in items if isinstance(x, UsageRow)]
-                if rows:
-                    self._insert(con, rows)
+                try:
+                    if rows:
+                        self._insert(con, rows)
+                except Exception:  # the writer must outlive anything a batch does
+                    self.failed += len(rows)
+                    logger.exception("usage rows could not be written and are dropped")
                 for item in items:
                     if isinstance(item, _Barrier):
                         item.done.set()
@@ -1184,22 +1210,26 @@ class UsageStore:
         return items
 
     def _insert(self, con: sqlite3.Connection, rows: list[UsageRow]) -> None:
+        """Commit `rows` in one transaction; retry a busy or failing file a few times, then
+        drop the batch; a row the table refuses is dropped alone (the batch goes row by row)."""
+        problem: sqlite3.Error | None = None
         for attempt in range(3):
             try:
                 self._commit(con, [row_values(r) for r in rows])
                 self.written += len(rows)
                 return
-            except sqlite3.OperationalError as exc:  # locked, busy, disk I/O: try again
-                logger.warning("usage rows not written yet (%s), retrying", exc)
+            except sqlite3.OperationalError as exc:  # locked, busy, disk full: wait and retry
+                problem = exc
                 time.sleep(0.05 * (attempt + 1))
-            except sqlite3.Error:
+            except sqlite3.Error as exc:  # a row the table refuses
+                if len(rows) > 1:
+                    for row in rows:
+                        self._insert(con, [row])
+                    return
+                problem = exc
                 break
-        if len(rows) > 1:  # one bad row must not lose the batch
-            for row in rows:
-                self._insert(con, [row])
-            return
-        self.failed += 1
-        logger.error("a usage row could not be written and is dropped", exc_info=True)
+        self.failed += len(rows)
+        logger.error("%d usage row(s) could not be written and are dropped: %s", len(rows), problem)
 
     @staticmethod
     def _commit(con: sqlite3.Connection, values: list[tuple[Any, ...]]) -> None:
