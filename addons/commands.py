@@ -11,8 +11,10 @@ stream), and never reaches a backend; so is a command error. Then the session's 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
@@ -178,6 +180,7 @@ class Commands:
             models=models,
             version=__version__,
             default_prefix=self.prefix,
+            session_usage=await self._session_usage(session, commands),
         )
         try:
             replies = run_commands(commands, session, context)
@@ -196,6 +199,17 @@ class Commands:
             self._answer(flow, ex, "\n".join(replies))
             return True
         return False
+
+    async def _session_usage(
+        self, session: Session, commands: list[Command]
+    ) -> dict[str, Any] | None:
+        store = self.config.usage_store
+        if store is None or not any(c.name == "usage" for c in commands):
+            return None
+        await asyncio.to_thread(store.flush, 2.0)
+        stats = await asyncio.to_thread(store.stats, {"session": session.id})
+        totals: dict[str, Any] = stats["totals"]
+        return totals
 
     @staticmethod
     def _answer(flow: http.HTTPFlow, ex: Exchange, text: str) -> None:

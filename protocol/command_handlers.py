@@ -33,6 +33,9 @@ class CommandContext:
     version: str
     default_prefix: str
     proxy_name: str = "llm-interactive-proxy"
+    # this session's `/usage/stats` totals, looked up by the caller when a `usage` command is
+    # present (None: usage recording is off)
+    session_usage: Mapping[str, Any] | None = None
 
 
 class CommandError(Exception):
@@ -311,6 +314,26 @@ def _hello(command: Command, ctx: CommandContext) -> Apply:
     )
 
 
+def _usage(command: Command, ctx: CommandContext) -> Apply:
+    _no_args(command)
+    totals = ctx.session_usage
+    if totals is None:
+        return lambda session: "usage recording is off (usage_db is empty)"
+
+    def describe(session: Session) -> str:
+        cost = totals.get("cost_usd")
+        priced = f"${cost:.4f}" if cost is not None else "unknown (no price for these models)"
+        return (
+            f"session {session.id}: {_plural(int(totals.get('requests') or 0), 'request')}"
+            f" ({totals.get('errors') or 0} failed), "
+            f"{totals.get('input_tokens') or 0} tokens in, {totals.get('output_tokens') or 0} out"
+            f" ({totals.get('reasoning_tokens') or 0} reasoning, "
+            f"{totals.get('cached_tokens') or 0} cached), cost {priced}"
+        )
+
+    return describe
+
+
 def _set(command: Command, ctx: CommandContext) -> Apply:
     if command.args:
         raise CommandError("set", f"takes key=value pairs, got '{command.args[0]}'")
@@ -462,6 +485,14 @@ COMMANDS: dict[str, CommandSpec] = {
             "",
             ("models",),
             _models,
+        ),
+        CommandSpec(
+            "usage",
+            ("usage",),
+            "this session's requests, tokens and cost so far",
+            "counted from the usage database (rows written before this message)",
+            ("usage",),
+            _usage,
         ),
     )
 }

@@ -141,3 +141,15 @@ def test_usage_endpoints(usage_proxy: ProxyProcess, upstream: Upstream) -> None:
     assert "# TYPE llm_proxy_requests_total counter" in text
     assert 'llm_proxy_requests_total{backend="gemini",model="g1",outcome="ok"} 1' in text
     assert "llm_proxy_request_latency_seconds_bucket" in text
+
+
+def test_usage_command_reports_this_session(usage_proxy: ProxyProcess, upstream: Upstream) -> None:
+    oa = clients.openai_client(usage_proxy.url, PROXY_KEY).with_options(
+        default_headers={"x-session-id": "usage-cmd"}
+    )
+    upstream.enqueue(Reply(text="hi", usage=(21, 9, 0, 0)))
+    oa.chat.completions.create(model="openai:gpt-4o", messages=[{"role": "user", "content": "a"}])
+    reply = oa.chat.completions.create(
+        model="openai:gpt-4o", messages=[{"role": "user", "content": "!/usage"}]
+    ).choices[0].message.content or ""
+    assert "session usage-cmd: 1 request (0 failed), 21 tokens in, 9 out" in reply

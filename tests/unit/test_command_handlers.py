@@ -263,14 +263,13 @@ def test_nothing_applies_when_any_command_is_bad(session: Session, ctx: CommandC
         "route-clear",
         "delete-failover-route",
         "list-failover-routes",
-        "usage",
         "nope",
     ],
 )
 def test_other_commands_are_unknown(name: str, session: Session, ctx: CommandContext) -> None:
     message = error(f"!/set(project=x) !/{name}(name=r)", session, ctx)
     assert message.startswith(f"{name}: unknown command")
-    assert "help, hello, set, unset, oneoff, models" in message
+    assert "help, hello, set, unset, oneoff, models, usage" in message
     assert session.project is None
 
 
@@ -339,3 +338,17 @@ def test_oneoff_errors(session: Session, ctx: CommandContext) -> None:
 def test_oneoff_accepts_model_keyword(session: Session, ctx: CommandContext) -> None:
     run("!/oneoff(model=openai:gpt-4o)", session, ctx)
     assert session.oneoff == "openai:gpt-4o"
+
+
+def test_usage_reports_the_session_totals(session: Session, ctx: CommandContext) -> None:
+    totals = {"requests": 3, "errors": 1, "input_tokens": 120, "output_tokens": 40,
+              "reasoning_tokens": 5, "cached_tokens": 0, "cost_usd": 0.0012}
+    with_usage = CommandContext(ctx.backends, ctx.models, ctx.version, ctx.default_prefix,
+                                session_usage=totals)
+    (reply,) = run_commands(parse_commands("!/usage"), session, with_usage)
+    assert "3 requests (1 failed)" in reply and "120 tokens in, 40 out" in reply
+    assert "$0.0012" in reply
+    (off,) = run_commands(parse_commands("!/usage"), session, ctx)
+    assert "usage recording is off" in off
+    with pytest.raises(CommandError, match="usage"):
+        run_commands(parse_commands("!/usage(x)"), session, with_usage)
