@@ -20,6 +20,7 @@ from addons.commands import Commands  # noqa: E402
 from addons.conffile import ConfFile  # noqa: E402
 from addons.config import Config  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
+from addons.llmview import LLMView  # noqa: E402
 from addons.responses import Responses  # noqa: E402
 from addons.routing import Routing  # noqa: E402
 from addons.timeouts import Timeouts  # noqa: E402
@@ -50,6 +51,7 @@ def make_chain() -> list[object]:
         Timeouts(),
         Responses(config),
         UsageRecorder(config),
+        LLMView(),
         ConfFile(),
     ]
 

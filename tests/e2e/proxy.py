@@ -54,7 +54,9 @@ class ProxyProcess:
         if launcher == "llm-proxy":
             cmd = [str(BIN / "llm-proxy")]
         else:
-            cmd = [str(BIN / launcher), "-s", "addons/chain.py", "--set", "flow_detail=0"]
+            cmd = [str(BIN / launcher), "-s", "addons/chain.py"]
+            if launcher == "mitmdump":
+                cmd += ["--set", "flow_detail=0"]
         for a in args:
             cmd += ["--set", a]
         full_env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}

@@ -1,0 +1,63 @@
+"""mitmweb with the chain: each LLM flow reads as a conversation with its route and usage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e import clients
+from tests.e2e.conftest import PROXY_KEY, backend_env, settle
+from tests.e2e.proxy import ProxyProcess, free_port
+from tests.upstream.script import Reply, Upstream
+
+WEB_PASSWORD = "web-test-password"
+
+
+@pytest.fixture(scope="module")
+def mitmweb(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyProcess, str]]:
+    env = backend_env(upstream)
+    env["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
+    confdir: Path = tmp_path_factory.mktemp("conf-web")
+    web_port = free_port()
+    process = ProxyProcess(
+        env,
+        confdir=confdir,
+        launcher="mitmweb",
+        extra=[f"web_port={web_port}", f"web_password={WEB_PASSWORD}", "web_open_browser=false"],
+    )
+    settle(upstream)
+    try:
+        yield process, f"http://127.0.0.1:{web_port}"
+    finally:
+        process.stop()
+
+
+def test_a_converted_stream_reads_as_a_conversation(
+    mitmweb: tuple[ProxyProcess, str], upstream: Upstream
+) -> None:
+    proxy, web = mitmweb
+    upstream.enqueue(Reply(text="It is sunny.", thinking="Check the sky.", usage=(12, 8, 0, 0)))
+    got = clients.openai_call(
+        clients.openai_client(proxy.url, PROXY_KEY), "anthropic:claude-x", stream=True, tools=False
+    )
+    assert got.text == "It is sunny."
+    auth = {"Authorization": f"Bearer {WEB_PASSWORD}"}
+    flows = httpx.get(f"{web}/flows", headers=auth, timeout=10).json()
+    (flow,) = [f for f in flows if f["request"]["path"].endswith("/messages")]
+    base = f"{web}/flows/{flow['id']}"
+    request = httpx.get(f"{base}/request/content/auto.json", headers=auth, timeout=10).json()
+    assert request["view_name"] == "LLM"
+    assert "attempt 1: anthropic:claude-x key ANTHROPIC_API_KEY" in request["text"]
+    assert "USER:\n    What is the weather in Paris?" in request["text"]
+    response = httpx.get(f"{base}/response/content/auto.json", headers=auth, timeout=10).json()
+    assert response["view_name"] == "LLM"
+    assert "It is sunny." in response["text"] and "[thinking]" in response["text"]
+    assert "tokens: in 12, out 8" in response["text"]
+    # the streamed answer is kept whole, in the client's protocol, for reading
+    raw = httpx.get(f"{base}/response/content.data", headers=auth, timeout=10)
+    assert b"data: [DONE]" in raw.content and b"It is sunny." in raw.content
+    # and the backend key is only named, never shown
+    assert flow["request"]["headers"] and "upstream-anthropic-key" not in str(flow)
