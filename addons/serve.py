@@ -124,6 +124,9 @@ async def run(argv: list[str] | None = None) -> None:
         m.addons.add(LLMProxy())
     try:
         opts.set(*args.setoptions)
+        # as mitmdump's script loader does: every addon sees every option once at start, also
+        # the ones nobody changed (the environment is read, the usage file opened, ...)
+        m.addons.trigger(hooks.ConfigureHook(set(opts.keys())))
     except exceptions.OptionsError as e:
         print(f"llm-proxy: {e}", file=sys.stderr)
         sys.exit(2)

@@ -39,16 +39,19 @@ class ProxyProcess:
         confdir: Path,
         intercept: bool = False,
         extra: list[str] | None = None,
+        as_run_command: bool = False,
     ) -> None:
         self.port = free_port()
         self.intercept_port = free_port() if intercept else None
         modes = [f"reverse:http://127.0.0.1:9@127.0.0.1:{self.port}"]
         if self.intercept_port:
             modes.append(f"regular@127.0.0.1:{self.intercept_port}")
+        # as_run_command: only what makes the run command testable here (free ports, a temp
+        # confdir, a temp usage file); no other option is set, as with `make run`
         args = [f"mode={m}" for m in modes] + [
             f"confdir={confdir}",
             f"usage_db={confdir}/usage.db",
-            "llm_env_file=",
+            *([] if as_run_command else ["llm_env_file="]),
             *(extra or []),
         ]
         if launcher == "llm-proxy":

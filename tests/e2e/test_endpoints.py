@@ -157,3 +157,21 @@ def test_saved_flows_hold_no_keys_and_a_summary(
         "key_id": "ANTHROPIC_API_KEY",
         "failure": None,
     }
+
+
+def test_the_run_command_reads_the_environment_with_no_options(
+    upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`make run` sets no option: backends still come from the environment (and mitm.conf)."""
+    env = backend_env(upstream)
+    process = ProxyProcess(env, confdir=tmp_path_factory.mktemp("conf-plain"), as_run_command=True)
+    settle(upstream)
+    try:
+        assert "backends: openai (1 key), openrouter (1 key)" in process.log()
+        upstream.enqueue(Reply(text="plain start"))
+        got = clients.openai_call(
+            clients.openai_client(process.url, "any"), "gemini:gemini-2.5-pro", stream=False, tools=False
+        )
+        assert got.text == "plain start"
+    finally:
+        process.stop()
