@@ -15,6 +15,7 @@ from mitmproxy.addonmanager import Loader
 from protocol.backends import Backend, default_backend, load_backends
 from protocol.catalog import ModelCatalog
 from protocol.env import load_env
+from protocol.keypool import KeyPool
 from protocol.reachability import Reachability
 from protocol.sessions import SessionStore
 from protocol.usage_store import UsageStore
@@ -28,6 +29,7 @@ class Config:
     def __init__(self) -> None:
         self.env: dict[str, str] = {}
         self.backends: dict[str, Backend] = {}
+        self.pools: dict[str, KeyPool] = {}  # each backend's keys: rotation, cooldowns
         self.default_backend: str | None = None
         self.proxy_key: str | None = None
         self.reachability = Reachability()
@@ -58,6 +60,7 @@ class Config:
         """Use `env` (already merged) as the proxy's environment."""
         self.env = env
         self.backends = load_backends(self.env)
+        self.pools = {name: KeyPool(b.keys) for name, b in self.backends.items() if b.keys}
         self.default_backend = default_backend(self.backends, self.env)
         self.proxy_key = self.env.get(PROXY_KEY_VAR) or None
 

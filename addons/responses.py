@@ -19,6 +19,7 @@ from addons._http import SSE_HEADERS, dumps
 from addons.config import Config
 from protocol.codec import codec, error_message
 from protocol.exchange import Exchange, exchange_of
+from protocol.keypool import parse_retry_after
 from protocol.pipeline import StreamPipeline, encode_whole
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class Responses:
         ex.status = resp.status_code
         if flow.server_conn.timestamp_tcp_setup and resp.status_code < 500:
             self.config.reachability.mark_ok(flow.request.host, flow.request.port)
+        if flow.server_conn.timestamp_tcp_setup and ex.outcome != "local":
+            self._key_outcome(resp, ex)
         if resp.stream or ex.outcome != "pending":
             return
         ex.finished = time.monotonic()
@@ -135,6 +138,21 @@ class Responses:
         if flow.response is None and flow.server_conn.timestamp_tcp_setup is None:
             # the connection itself failed: answer the next requests without trying
             self.config.reachability.mark_down(flow.request.host, flow.request.port, ex.error)
+
+    def _key_outcome(self, resp: http.Response, ex: Exchange) -> None:
+        """A 429 cools the key that was used (for that model), a 401/403 disables it."""
+        attempt = ex.route.active
+        pool = self.config.pools.get(attempt.backend) if attempt else None
+        if attempt is None or pool is None or attempt.key_id is None:
+            return
+        status = resp.status_code
+        if status == 429:
+            wait = parse_retry_after(resp.headers, resp.content, time.time())
+            pool.cooldown(attempt.key_id, attempt.model, wait)
+        elif status in (401, 403):
+            pool.disable(attempt.key_id)
+        elif status < 400:
+            pool.succeeded(attempt.key_id, attempt.model)
 
     def _relay_error(self, resp: http.Response, ex: Exchange) -> None:
         ex.outcome = "error"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 
 from mitmproxy import http
 
@@ -65,7 +66,11 @@ class Routing:
             ex.outcome, ex.status, ex.error = "error", e.status, str(e)
             flow.response = error_response(ex.front.protocol, e.status, str(e))
             return
-        key = backend.first_key()
+        pool = self.config.pools.get(backend.name)
+        key = pool.next_key(model) if pool is not None else None
+        if pool is not None and key is None:
+            self._no_usable_key(flow, ex, backend, model)
+            return
         ex.route = RoutePlan([Attempt(backend.name, model, key.key_id if key else None)])
         ex.backend_protocol = backend.protocol
         ex.request.model = model
@@ -162,6 +167,21 @@ class Routing:
         req.data.port = origin.port
         req.path = path
         req.content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def _no_usable_key(self, flow: http.HTTPFlow, ex: Exchange, backend: Backend, model: str) -> None:
+        """Every key of the backend is cooling (429, with the earliest end) or disabled (502)."""
+        pool = self.config.pools[backend.name]
+        wait = pool.earliest_available(model)
+        if wait is None:
+            status, headers = 502, {}
+            message = f"every {backend.name} key was rejected by {backend.name} (401/403)"
+        else:
+            status = 429
+            seconds = max(1, math.ceil(wait))
+            headers = {"retry-after": str(seconds)}
+            message = f"every {backend.name} key is cooling down after rate limits; retry in {seconds} s"
+        ex.outcome, ex.status, ex.error = "error", status, message
+        flow.response = error_response(ex.front.protocol, status, message, headers)
 
     @staticmethod
     def _count_locally(flow: http.HTTPFlow, ex: Exchange) -> None:
