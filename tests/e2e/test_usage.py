@@ -69,7 +69,7 @@ def test_every_exchange_writes_one_row(usage_proxy: ProxyProcess, upstream: Upst
     clients.gemini_call(
         clients.gemini_client(usage_proxy.url, PROXY_KEY), "openai:gpt-4o", stream=True, tools=True
     )
-    upstream.enqueue(Reply(status=429, error_message="slow down", headers={"retry-after": "3"}))
+    upstream.enqueue(Reply(status=429, error_message="slow down", headers={"retry-after": "0"}))
     with pytest.raises(openai.RateLimitError):
         clients.openai_call(oa, "openai:gpt-4o", stream=False, tools=False)
     oa.with_options(default_headers={"x-session-id": "usage-s1"}).chat.completions.create(
