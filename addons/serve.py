@@ -14,11 +14,13 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from mitmproxy import addonmanager, exceptions, hooks, master, options
+from mitmproxy import addonmanager, certs, exceptions, hooks, master, options
 from mitmproxy.addons import (
     core,
     dns_resolver,
@@ -92,6 +94,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="set an option (as mitmdump's --set); wins over mitm.conf",
     )
     parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["ca"],
+        help="ca: print the path of the CA certificate clients must trust (created if missing)",
+    )
+    parser.add_argument(
         "--bare",
         action="store_true",
         help="serve without the chain: a plain lean reverse proxy (for benchmarks)",
@@ -99,10 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(argv: list[str] | None = None) -> None:
+async def run(args: argparse.Namespace) -> None:
     from addons.chain import LLMProxy
 
-    args = parse_args(argv)
     logging.getLogger().setLevel(logging.DEBUG)  # as mitmdump does: termlog_verbosity filters
     # one line per client connection is noise for a gateway: keep warnings only
     logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
@@ -133,9 +140,22 @@ async def run(argv: list[str] | None = None) -> None:
     await m.run()
 
 
+def print_ca(setoptions: list[str]) -> None:
+    """The CA file HTTPS_PROXY clients trust (`SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS`)."""
+    opts = options.Options()
+    opts.set(*[o for o in setoptions if o.startswith("confdir=")])
+    confdir = Path(os.path.expanduser(opts.confdir))
+    certs.CertStore.from_store(confdir, "mitmproxy", 2048)  # creates the CA on first use
+    print(confdir / "mitmproxy-ca-cert.pem")
+
+
 def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.command == "ca":
+        print_ca(args.setoptions)
+        return
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(argv))
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":

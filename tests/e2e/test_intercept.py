@@ -70,3 +70,17 @@ def test_intercepted_call_rerouted_to_another_protocol(
     (rec,) = upstream.requests
     assert rec.backend == "anthropic" and rec.body["model"] == MODELS["anthropic"]
     assert "sk-the-clients-own-key" not in repr(rec.headers)
+
+
+def test_ca_command_prints_the_ca_clients_trust(tmp_path: Path) -> None:
+    """`llm-proxy ca` creates the CA when missing and prints the file to trust."""
+    import subprocess
+
+    from tests.e2e.proxy import BIN
+
+    out = subprocess.run(
+        [str(BIN / "llm-proxy"), "ca", "--set", f"confdir={tmp_path}"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()
+    assert out == str(tmp_path / "mitmproxy-ca-cert.pem")
+    assert Path(out).read_text().startswith("-----BEGIN CERTIFICATE-----")
