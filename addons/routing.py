@@ -66,18 +66,28 @@ class Routing:
             ex.outcome, ex.status, ex.error = "error", e.status, str(e)
             flow.response = error_response(ex.front.protocol, e.status, str(e))
             return
+        ex.backend_protocol = backend.protocol
+        ex.request.model = model
+        counting = ex.front.endpoint == "count_tokens"
+        if counting and backend.protocol != ex.front.protocol:
+            ex.route = RoutePlan([Attempt(backend.name, model, None)])
+            self._count_locally(flow, ex)
+            return
+        origin = backend.origin
+        reachable, reason = await self.config.reachability.check(origin.host, origin.port)
+        if not reachable:
+            message = f"{backend.name} is unreachable: {reason}"
+            ex.route = RoutePlan([Attempt(backend.name, model, None, reason)])
+            ex.outcome, ex.status, ex.error = "error", 502, message
+            flow.response = error_response(ex.front.protocol, 502, message)
+            return
         pool = self.config.pools.get(backend.name)
         key = pool.next_key(model) if pool is not None else None
         if pool is not None and key is None:
             self._no_usable_key(flow, ex, backend, model)
             return
         ex.route = RoutePlan([Attempt(backend.name, model, key.key_id if key else None)])
-        ex.backend_protocol = backend.protocol
-        ex.request.model = model
-        if ex.front.endpoint == "count_tokens":
-            if backend.protocol != ex.front.protocol:
-                self._count_locally(flow, ex)
-                return
+        if counting:
             path = backend.count_tokens_path(model)
             body = self._forwarded_body(ex, model)
         else:
@@ -85,13 +95,6 @@ class Routing:
             body = self._render(ex, backend, model)
         assert path is not None
         self._rewrite(flow, ex, backend, key, path, body)
-        reachable, reason = await self.config.reachability.check(
-            flow.request.host, flow.request.port
-        )
-        if not reachable:
-            message = f"{backend.name} is unreachable: {reason}"
-            ex.outcome, ex.status, ex.error = "error", 502, message
-            flow.response = error_response(ex.front.protocol, 502, message)
 
     def _resolve(self, flow: http.HTTPFlow, ex: Exchange) -> tuple[Backend, str]:
         backends = self.config.backends

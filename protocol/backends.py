@@ -119,10 +119,6 @@ class Backend:
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return f"{base}/models/{model}:{method}"
 
-    def chat_url(self, model: str, stream: bool) -> str:
-        o = self.origin
-        return f"{o.scheme}://{o.host}:{o.port}{self.chat_path(model, stream)}"
-
     def count_tokens_path(self, model: str) -> str | None:
         base = self.origin.path
         if self.protocol == "anthropic":

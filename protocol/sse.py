@@ -1,8 +1,9 @@
-"""Server-sent events: an incremental decoder that holds for any split, and the encoder.
+"""Server-sent events: an incremental decoder that holds for any split of the bytes.
 
 `SSEDecoder.feed(chunk)` takes bytes split anywhere (mid-line, mid-event, inside a multi-byte
 UTF-8 character, between the `\\r` and `\\n` of a line end) and returns the complete events seen
 so far. Work per call is proportional to the chunk: only the unfinished last line is kept.
+Each protocol's stream encoder writes its own event bytes (precomputed prefixes, per chunk).
 """
 
 from __future__ import annotations
@@ -79,13 +80,3 @@ class SSEDecoder:
         elif name == "event":
             self._event = value
 
-
-def encode_event(data: str, event: str | None = None) -> bytes:
-    """One SSE event as bytes (`event:` line when named, `data:` lines, blank line)."""
-    if "\n" in data:
-        body = "".join(f"data: {line}\n" for line in data.split("\n"))
-    else:
-        body = f"data: {data}\n"
-    if event is not None:
-        return f"event: {event}\n{body}\n".encode()
-    return f"{body}\n".encode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,17 +51,39 @@ def settle(upstream: Upstream) -> None:
     upstream.reset()
 
 
-@pytest.fixture(scope="session")
-def proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    env = backend_env(upstream)
-    env["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
-    confdir: Path = tmp_path_factory.mktemp("mitmproxy-conf")
-    process = ProxyProcess(env, confdir=confdir)
+@contextlib.contextmanager
+def running_proxy(
+    upstream: Upstream,
+    confdir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+    proxy_key: bool = True,
+    **kwargs: Any,
+) -> Iterator[ProxyProcess]:
+    """A proxy (see `ProxyProcess` for `kwargs`) whose backends are the test upstream.
+
+    `env` adds or overrides variables, `drop` removes some; `proxy_key` sets
+    LLM_INTERACTIVE_PROXY_API_KEY. The proxy's start-up model-list requests are forgotten.
+    """
+    full = backend_env(upstream)
+    if proxy_key:
+        full["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
+    full.update(env or {})
+    for name in drop:
+        full.pop(name, None)
+    process = ProxyProcess(full, confdir=confdir, **kwargs)
     settle(upstream)
     try:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+    with running_proxy(upstream, tmp_path_factory.mktemp("mitmproxy-conf")) as process:
+        yield process
 
 
 @pytest.fixture(autouse=True)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e import clients
-from tests.e2e.conftest import MODELS, PROXY_KEY, backend_env, settle
+from tests.e2e.conftest import MODELS, PROXY_KEY, backend_env, running_proxy
 from tests.e2e.proxy import ProxyProcess
 from tests.upstream.script import Reply, Upstream
 
@@ -92,15 +91,9 @@ def test_base_url_probe_and_health(proxy: ProxyProcess) -> None:
 
 @pytest.fixture(scope="module")
 def mitmdump_proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    env = backend_env(upstream)
-    env["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
-    confdir: Path = tmp_path_factory.mktemp("conf-mitmdump")
-    process = ProxyProcess(env, confdir=confdir, launcher="mitmdump")
-    settle(upstream)
-    try:
+    confdir = tmp_path_factory.mktemp("conf-mitmdump")
+    with running_proxy(upstream, confdir, launcher="mitmdump") as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.mark.parametrize("backend", ["anthropic", "gemini"])
@@ -124,15 +117,12 @@ def test_saved_flows_hold_no_keys_and_a_summary(
     """`mitmdump -w`: the saved flow names the key (`<ANTHROPIC_API_KEY>`), never holds it."""
     from mitmproxy import io as mio
 
-    env = backend_env(upstream)
-    env["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
     tmp = tmp_path_factory.mktemp("saved")
     saved = tmp / "flows.mitm"
-    process = ProxyProcess(
-        env, confdir=tmp / "conf", launcher="mitmdump", extra=[f"save_stream_file={saved}"]
-    )
-    settle(upstream)
-    try:
+    env = backend_env(upstream)
+    with running_proxy(
+        upstream, tmp / "conf", launcher="mitmdump", extra=[f"save_stream_file={saved}"]
+    ) as process:
         upstream.enqueue(Reply(text="saved"))
         got = clients.openai_call(
             clients.openai_client(process.url, PROXY_KEY),
@@ -141,8 +131,6 @@ def test_saved_flows_hold_no_keys_and_a_summary(
             tools=False,
         )
         assert got.text == "saved"
-    finally:
-        process.stop()
     raw = saved.read_bytes()
     for secret in (*(env[k] for k in env if k.endswith("_API_KEY")), PROXY_KEY):
         assert secret.encode() not in raw, secret
@@ -163,15 +151,11 @@ def test_the_run_command_reads_the_environment_with_no_options(
     upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """`make run` sets no option: backends still come from the environment (and mitm.conf)."""
-    env = backend_env(upstream)
-    process = ProxyProcess(env, confdir=tmp_path_factory.mktemp("conf-plain"), as_run_command=True)
-    settle(upstream)
-    try:
+    confdir = tmp_path_factory.mktemp("conf-plain")
+    with running_proxy(upstream, confdir, proxy_key=False, as_run_command=True) as process:
         assert "backends: openai (1 key), openrouter (1 key)" in process.log()
         upstream.enqueue(Reply(text="plain start"))
         got = clients.openai_call(
             clients.openai_client(process.url, "any"), "gemini:gemini-2.5-pro", stream=False, tools=False
         )
         assert got.text == "plain start"
-    finally:
-        process.stop()

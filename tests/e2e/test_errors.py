@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import anthropic
 import httpx
@@ -18,7 +17,7 @@ import pytest
 from google.genai import errors as gerrors
 
 from tests.e2e import clients
-from tests.e2e.conftest import PROXY_KEY, UPSTREAM_KEYS, backend_env, settle
+from tests.e2e.conftest import PROXY_KEY, UPSTREAM_KEYS, running_proxy
 from tests.e2e.proxy import ProxyProcess, free_port
 from tests.upstream.script import Reply, Upstream
 
@@ -150,17 +149,14 @@ def test_midstream_upstream_error_reaches_the_client_as_an_error(
 
 @pytest.fixture(scope="module")
 def slow_proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    env = backend_env(upstream)
-    env["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    env["OPENROUTER_API_BASE_URL"] = dead
-    confdir: Path = tmp_path_factory.mktemp("conf-slow")
-    process = ProxyProcess(env, confdir=confdir, extra=["llm_upstream_timeout=1"])
-    settle(upstream)
-    try:
+    with running_proxy(
+        upstream,
+        tmp_path_factory.mktemp("conf-slow"),
+        env={"OPENROUTER_API_BASE_URL": dead},
+        extra=["llm_upstream_timeout=1"],
+    ) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.mark.parametrize("front", FRONTS)

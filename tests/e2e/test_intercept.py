@@ -14,21 +14,16 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.e2e.conftest import MODELS, UPSTREAM_KEYS, backend_env, settle
+from tests.e2e.conftest import MODELS, UPSTREAM_KEYS, running_proxy
 from tests.e2e.proxy import ProxyProcess
 from tests.upstream.script import Reply, Upstream
 
 
 @pytest.fixture(scope="module")
 def intercepting(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyProcess, Path]]:
-    env = backend_env(upstream)
-    confdir: Path = tmp_path_factory.mktemp("conf-intercept")
-    process = ProxyProcess(env, confdir=confdir, intercept=True)
-    settle(upstream)
-    try:
+    confdir = tmp_path_factory.mktemp("conf-intercept")
+    with running_proxy(upstream, confdir, proxy_key=False, intercept=True) as process:
         yield process, confdir / "mitmproxy-ca-cert.pem"
-    finally:
-        process.stop()
 
 
 def client(proxy: ProxyProcess, ca: Path) -> openai.OpenAI:

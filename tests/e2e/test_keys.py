@@ -7,13 +7,12 @@ and not tested here: the client sees the 429, later requests avoid the cooling k
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
 
 from tests.e2e import clients
-from tests.e2e.conftest import PROXY_KEY, backend_env, settle
+from tests.e2e.conftest import PROXY_KEY, running_proxy
 from tests.e2e.proxy import ProxyProcess
 from tests.upstream.script import Reply, Upstream
 
@@ -21,20 +20,16 @@ from tests.upstream.script import Reply, Upstream
 @pytest.fixture
 def pooled(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     """A proxy with three OpenAI keys; the upstream takes any key and records which came."""
-    env = backend_env(upstream)
-    env["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
-    del env["OPENAI_API_KEY"]
-    env.update({"OPENAI_API_KEY_1": "key-one", "OPENAI_API_KEY_2": "key-two",
-                "OPENAI_API_KEY_7": "key-seven"})
+    keys = {"OPENAI_API_KEY_1": "key-one", "OPENAI_API_KEY_2": "key-two",
+            "OPENAI_API_KEY_7": "key-seven"}
     saved = upstream.keys.get("openai")
     upstream.keys["openai"] = None  # any key
-    confdir: Path = tmp_path_factory.mktemp("conf-keys")
-    process = ProxyProcess(env, confdir=confdir)
-    settle(upstream)
     try:
-        yield process
+        with running_proxy(
+            upstream, tmp_path_factory.mktemp("conf-keys"), env=keys, drop=("OPENAI_API_KEY",)
+        ) as process:
+            yield process
     finally:
-        process.stop()
         upstream.keys["openai"] = saved
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e import clients
-from tests.e2e.conftest import PROXY_KEY, backend_env, settle
+from tests.e2e.conftest import PROXY_KEY, running_proxy
 from tests.e2e.proxy import ProxyProcess, free_port
 from tests.upstream.script import Reply, Upstream
 
@@ -18,21 +17,14 @@ WEB_PASSWORD = "web-test-password"
 
 @pytest.fixture(scope="module")
 def mitmweb(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyProcess, str]]:
-    env = backend_env(upstream)
-    env["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
-    confdir: Path = tmp_path_factory.mktemp("conf-web")
     web_port = free_port()
-    process = ProxyProcess(
-        env,
-        confdir=confdir,
+    with running_proxy(
+        upstream,
+        tmp_path_factory.mktemp("conf-web"),
         launcher="mitmweb",
         extra=[f"web_port={web_port}", f"web_password={WEB_PASSWORD}", "web_open_browser=false"],
-    )
-    settle(upstream)
-    try:
+    ) as process:
         yield process, f"http://127.0.0.1:{web_port}"
-    finally:
-        process.stop()
 
 
 def test_a_converted_stream_reads_as_a_conversation(

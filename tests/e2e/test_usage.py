@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,22 +12,15 @@ import openai
 import pytest
 
 from tests.e2e import clients
-from tests.e2e.conftest import PROXY_KEY, UPSTREAM_KEYS, backend_env, settle
+from tests.e2e.conftest import PROXY_KEY, UPSTREAM_KEYS, running_proxy
 from tests.e2e.proxy import ProxyProcess
 from tests.upstream.script import Reply, ToolCall, Upstream
 
 
 @pytest.fixture(scope="module")
 def usage_proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    env = backend_env(upstream)
-    env["LLM_INTERACTIVE_PROXY_API_KEY"] = PROXY_KEY
-    confdir: Path = tmp_path_factory.mktemp("conf-usage")
-    process = ProxyProcess(env, confdir=confdir)
-    settle(upstream)
-    try:
+    with running_proxy(upstream, tmp_path_factory.mktemp("conf-usage")) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def rows(proxy: ProxyProcess, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:

@@ -57,9 +57,13 @@ def test_resolve_model() -> None:
 def test_urls_and_auth() -> None:
     backends = load_backends({**ENV, "OPENROUTER_API_KEY": "or"})
     gem = backends["gemini"]
-    assert gem.chat_url("gemini-2.5-pro", True).endswith(
+    assert gem.chat_path("gemini-2.5-pro", True) == (
         "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
     )
+    assert (gem.origin.scheme, gem.origin.host, gem.origin.port) == (
+        "https", "generativelanguage.googleapis.com", 443
+    )
+    assert load_backends(ENV)["anthropic"].host_header == "127.0.0.1:9"
     assert gem.auth_headers(gem.first_key()) == {"x-goog-api-key": "g1"}
     orr = backends["openrouter"]
     headers = orr.auth_headers(orr.first_key())

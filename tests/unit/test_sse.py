@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.sse import SSEDecoder, SSEEvent, encode_event
+from protocol.sse import SSEDecoder, SSEEvent
 
 STREAM = (
     b"event: message_start\n"
@@ -62,7 +62,3 @@ def test_random_splits(points: list[int]) -> None:
 def test_last_event_without_blank_line_is_delivered_at_close() -> None:
     assert decode([b'data: {"a":1}']) == [SSEEvent(None, '{"a":1}')]
 
-
-def test_encode_round_trip() -> None:
-    raw = encode_event("multi\nline", "evt") + encode_event('{"x": 1}')
-    assert decode([raw]) == [SSEEvent("evt", "multi\nline"), SSEEvent(None, '{"x": 1}')]
