@@ -1,10 +1,11 @@
 """The addon chain, in the order of the data: load it with `mitmdump -s addons/chain.py`.
 
 gateway (front protocol, key, canonical request) -> commands (session, in-chat commands,
-overrides) -> routing (backend, key, rewritten flow) ->
-timeouts (504 when the backend is silent) -> responses -> usage (one sqlite row per
-exchange; its endpoints are answered before the gateway by usage_api) (stream pipeline and whole-answer conversion). `Config` comes first (the shared
-environment), `ConfFile` last (applies mitm.conf once every chain option exists).
+overrides) -> routing (plan of attempts, first attempt's rewritten flow) -> failover (the next
+attempts when one fails) -> timeouts (first byte, idle) -> responses (stream pipeline and
+whole-answer conversion) -> usage (one sqlite row per exchange; its endpoints are answered
+before the gateway by usage_api). `Config` comes first (the shared environment), `ConfFile`
+last (applies mitm.conf once every chain option exists).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ if _ROOT not in sys.path:  # mitmproxy puts only this file's folder on sys.path
 from addons.commands import Commands  # noqa: E402
 from addons.conffile import ConfFile  # noqa: E402
 from addons.config import Config  # noqa: E402
+from addons.failover import Failover  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.llmview import LLMView  # noqa: E402
 from addons.responses import Responses  # noqa: E402
@@ -42,14 +44,17 @@ class LLMProxy:
 
 def make_chain() -> list[object]:
     config = Config()
+    routing = Routing(config)
+    timeouts = Timeouts()
     return [
         config,
         UsageApi(config),
         Gateway(config),
         Commands(config),
-        Routing(config),
-        Timeouts(),
-        Responses(config),
+        routing,
+        Failover(config, routing),
+        timeouts,
+        Responses(config, timeouts),
         UsageRecorder(config),
         LLMView(),
         ConfFile(),

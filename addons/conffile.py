@@ -58,6 +58,8 @@ class ConfFile:
             if key not in ctx.options:
                 logger.debug("%s: option %s does not exist here, skipped", path, key)
             elif not ctx.options.has_changed(key):
+                if ctx.options._options[key].typespec is str and isinstance(value, (int, float)):
+                    value = str(value)  # `timeout: 30` means the text "30"
                 updates[key] = value
         ctx.options.update(**updates)
         self.applied = updates

@@ -8,6 +8,7 @@ is known of whether each backend host accepts connections, the sessions and the 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from mitmproxy import ctx
 from mitmproxy.addonmanager import Loader
@@ -36,16 +37,11 @@ class Config:
         self.sessions = SessionStore()
         self.catalog = ModelCatalog()
         self.usage_store: UsageStore | None = None  # opened by the usage addon
+        self.routes: Any = None  # the failover routes (a RouteStore), when enabled
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
             "llm_env_file", str, ".env", "File of NAME=value lines read under the environment."
-        )
-        loader.add_option(
-            "llm_upstream_timeout",
-            int,
-            600,
-            "Seconds to wait for a backend's response before answering 504.",
         )
 
     def configure(self, updated: set[str]) -> None:

@@ -9,6 +9,7 @@ status and message, configured keys scrubbed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -16,10 +17,13 @@ import time
 from mitmproxy import http
 
 from addons._http import SSE_HEADERS, dumps
+from addons._inject import ResponseFeed
 from addons.config import Config
+from addons.failover import account_attempt
+from addons.timeouts import Timeouts
 from protocol.codec import codec, error_message
 from protocol.exchange import Exchange, exchange_of
-from protocol.keypool import parse_retry_after
+from protocol.failover import failure_text
 from protocol.pipeline import StreamPipeline, encode_whole
 
 logger = logging.getLogger(__name__)
@@ -45,8 +49,10 @@ def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
 
 
 class Responses:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, timeouts: Timeouts | None = None) -> None:
         self.config = config
+        self.timeouts = timeouts
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         ex = exchange_of(flow.metadata)
@@ -69,13 +75,30 @@ class Responses:
                 model=None, include_usage=ex.request.include_usage
             ),
             ex,
-            passthrough=not converted and not ex.stages,
+            passthrough=not converted,
+            on_halt=lambda _: self._end_now(flow),
         )
         if converted:
             resp.headers.pop("content-length", None)
             resp.headers.pop("content-encoding", None)
             resp.headers.update(SSE_HEADERS)
         resp.stream = pipeline
+        if self.timeouts is not None:
+            self.timeouts.watch_stream(flow)
+
+    def _end_now(self, flow: http.HTTPFlow) -> None:
+        """A stage halted the answer: end the client's response, close the upstream."""
+
+        async def end() -> None:
+            feed = ResponseFeed.attach(flow)
+            if feed is None:
+                return
+            feed.close_upstream()
+            await feed.end()
+
+        task = asyncio.get_running_loop().create_task(end())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def response(self, flow: http.HTTPFlow) -> None:
         ex = exchange_of(flow.metadata)
@@ -142,17 +165,11 @@ class Responses:
     def _key_outcome(self, resp: http.Response, ex: Exchange) -> None:
         """A 429 cools the key that was used (for that model), a 401/403 disables it."""
         attempt = ex.route.active
-        pool = self.config.pools.get(attempt.backend) if attempt else None
-        if attempt is None or pool is None or attempt.key_id is None:
-            return
-        status = resp.status_code
-        if status == 429:
-            wait = parse_retry_after(resp.headers, resp.content, time.time())
-            pool.cooldown(attempt.key_id, attempt.model, wait)
-        elif status in (401, 403):
-            pool.disable(attempt.key_id)
-        elif status < 400:
-            pool.succeeded(attempt.key_id, attempt.model)
+        if attempt is None or attempt.failure is not None:
+            return  # accounted for by the failover addon
+        if resp.status_code >= 400:
+            attempt.failure = failure_text(resp.status_code, resp.reason)
+        account_attempt(self.config, attempt, resp.status_code, resp.headers, resp.content or b"")
 
     def _relay_error(self, resp: http.Response, ex: Exchange) -> None:
         ex.outcome = "error"

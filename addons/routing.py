@@ -1,10 +1,13 @@
 """Routing addon: sends each LLM flow to its backend.
 
-Turns the requested model (`backend:model`, or a bare name for the default backend) into a
-backend and model, takes the backend's key, renders the canonical request in the backend's
-protocol (or forwards the client's own body when the protocols match and nothing was edited)
-and rewrites the flow's URL, headers and body. Token counting requests go to the backend when it
-can count (same protocol) and are answered locally with tiktoken otherwise.
+Turns the requested model (a failover route's name, `backend:model`, or a bare name for the
+default backend) into a plan: the ordered attempts (backend, model, key) the request may make.
+A bare `backend:model` plans every usable key of the backend's pool, from the pool's next key
+on; a route plans by its policy (`protocol.failover`). The first attempt whose backend accepts
+connections is sent: the canonical request rendered in the backend's protocol (or the client's
+own body when the protocols match and nothing was edited), the flow's URL, headers and body
+rewritten. The later attempts are the failover addon's. Token counting requests go to the
+backend when it can count (same protocol) and are answered locally with tiktoken otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import functools
 import json
 import logging
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from mitmproxy import http
 
@@ -22,6 +27,7 @@ from protocol import tokens
 from protocol.backends import KINDS, ApiKey, Backend, RouteError, resolve_model
 from protocol.codec import codec
 from protocol.exchange import Attempt, Exchange, RoutePlan, exchange_of
+from protocol.failover import Route, describe_failures, plan_attempts, split_element
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +53,29 @@ def _added_headers(
     added.update(_FIXED)
     return added
 
-_HOST_BACKEND = {"api.openai.com": "openai", "openrouter.ai": "openrouter",
-                 "api.anthropic.com": "anthropic", "generativelanguage.googleapis.com": "gemini"}
+
+_HOST_BACKEND = {
+    "api.openai.com": "openai",
+    "openrouter.ai": "openrouter",
+    "api.anthropic.com": "anthropic",
+    "generativelanguage.googleapis.com": "gemini",
+}
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One attempt's request as it goes upstream."""
+
+    backend: Backend
+    key: ApiKey | None
+    path: str
+    fields: list[tuple[bytes, bytes]]  # headers, `host` included for HTTP/1
+    content: bytes
+
+    @property
+    def url(self) -> str:
+        origin = self.backend.origin
+        return f"{origin.scheme}://{self.backend.host_header}{self.path}"
 
 
 class Routing:
@@ -61,40 +88,48 @@ class Routing:
         if ex is None or flow.response is not None:
             return
         try:
-            backend, model = self._resolve(flow, ex)
+            targets, backends = self._targets(flow, ex)
         except RouteError as e:
             ex.outcome, ex.status, ex.error = "error", e.status, str(e)
             flow.response = error_response(ex.front.protocol, e.status, str(e))
             return
-        ex.backend_protocol = backend.protocol
-        ex.request.model = model
-        counting = ex.front.endpoint == "count_tokens"
-        if counting and backend.protocol != ex.front.protocol:
-            ex.route = RoutePlan([Attempt(backend.name, model, None)])
-            self._count_locally(flow, ex)
+        attempts = plan_attempts(targets, self.config.pools, backends)
+        ex.route = RoutePlan(attempts)
+        ex.backends = backends
+        if not attempts:
+            self._nothing_to_try(flow, ex, targets)
             return
-        origin = backend.origin
-        reachable, reason = await self.config.reachability.check(origin.host, origin.port)
-        if not reachable:
-            message = f"{backend.name} is unreachable: {reason}"
-            ex.route = RoutePlan([Attempt(backend.name, model, None, reason)])
-            ex.outcome, ex.status, ex.error = "error", 502, message
-            flow.response = error_response(ex.front.protocol, 502, message)
-            return
-        pool = self.config.pools.get(backend.name)
-        key = pool.next_key(model) if pool is not None else None
-        if pool is not None and key is None:
-            self._no_usable_key(flow, ex, backend, model)
-            return
-        ex.route = RoutePlan([Attempt(backend.name, model, key.key_id if key else None)])
-        if counting:
-            path = backend.count_tokens_path(model)
-            body = self._forwarded_body(ex, model)
-        else:
-            path = backend.chat_path(model, ex.request.stream)
-            body = self._render(ex, backend, model)
-        assert path is not None
-        self._rewrite(flow, ex, backend, key, path, body)
+        if ex.front.endpoint == "count_tokens":
+            first = backends[attempts[0].backend]
+            if first.protocol != ex.front.protocol:
+                ex.route = RoutePlan(attempts[:1])
+                self._count_locally(flow, ex)
+                return
+        for index, attempt in enumerate(attempts):
+            backend = backends[attempt.backend]
+            origin = backend.origin
+            reachable, reason = await self.config.reachability.check(origin.host, origin.port)
+            if reachable:
+                ex.route.current = index
+                ex.client_headers = list(flow.request.headers.fields)
+                out = self.outgoing(ex, attempt, backends, req_is_h2=not _is_h1(flow.request))
+                self.apply(flow.request, out)
+                return
+            attempt.failure = f"unreachable: {reason}"
+        ex.route.current = len(attempts)
+        message = describe_failures(attempts)
+        ex.outcome, ex.status, ex.error = "error", 502, message
+        flow.response = error_response(ex.front.protocol, 502, message)
+
+    def _targets(self, flow: http.HTTPFlow, ex: Exchange) -> tuple[Route, Mapping[str, Backend]]:
+        """The route the request takes: a named failover route, or the one backend:model
+        it names (all of that backend's keys)."""
+        routes = self.config.routes
+        route = routes.get(ex.requested_model) if routes is not None else None
+        if route is not None:
+            return route, self.config.backends
+        backend, model = self._resolve(flow, ex)
+        return Route(backend.name, "km", [f"{backend.name}:{model}"]), {backend.name: backend}
 
     def _resolve(self, flow: http.HTTPFlow, ex: Exchange) -> tuple[Backend, str]:
         backends = self.config.backends
@@ -106,6 +141,45 @@ class Routing:
                 backends = {**backends, own: Backend(kind, kind.default_base_url)}
             return resolve_model(ex.requested_model, backends, own)
         return resolve_model(ex.requested_model, backends, self.config.default_backend)
+
+    def outgoing(
+        self,
+        ex: Exchange,
+        attempt: Attempt,
+        backends: Mapping[str, Backend],
+        *,
+        req_is_h2: bool = False,
+    ) -> Outgoing:
+        """`attempt`'s request: path, headers (from the client's own) and body."""
+        backend = backends[attempt.backend]
+        key = _key(backend, attempt.key_id)
+        model = attempt.model
+        ex.backend_protocol = backend.protocol
+        ex.request.model = model
+        if ex.front.endpoint == "count_tokens":
+            path = backend.count_tokens_path(model)
+            body = self._forwarded_body(ex, model)
+        else:
+            path = backend.chat_path(model, ex.request.stream)
+            body = self._render(ex, backend, model)
+        assert path is not None
+        fields = self._headers(ex, backend, key, req_is_h2)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return Outgoing(backend, key, path, fields, content)
+
+    @staticmethod
+    def apply(req: http.Request, out: Outgoing) -> None:
+        """Point the flow's request at `out`'s backend, field by field."""
+        origin = out.backend.origin
+        if not _is_h1(req):
+            req.data.authority = out.backend.host_header.encode()
+        req.headers = http.Headers(out.fields)
+        req.method = "POST"
+        req.data.scheme = origin.scheme.encode()
+        req.data.host = origin.host
+        req.data.port = origin.port
+        req.path = out.path
+        req.content = out.content
 
     @staticmethod
     def _forwarded_body(ex: Exchange, model: str) -> dict:
@@ -127,62 +201,60 @@ class Routing:
                 body["max_completion_tokens"] = body.pop("max_tokens")
         return body
 
-    def _rewrite(
-        self,
-        flow: http.HTTPFlow,
-        ex: Exchange,
-        backend: Backend,
-        key: ApiKey | None,
-        path: str,
-        body: dict,
-    ) -> None:
-        """Point the flow at the backend: headers rebuilt in one pass, origin set field by field."""
-        req = flow.request
+    @staticmethod
+    def _headers(
+        ex: Exchange, backend: Backend, key: ApiKey | None, req_is_h2: bool
+    ) -> list[tuple[bytes, bytes]]:
+        """The client's headers for `backend`, rebuilt in one pass."""
         keep_client_auth = key is None and ex.front.arrival == "intercept"
         drop = _DROP_KEEPING_AUTH if keep_client_auth else _DROP
         added = _added_headers(backend, key, keep_client_auth)
+        client = ex.client_headers or []
         if ex.converted:
             fields = [
                 (k, v)
-                for k, v in req.headers.fields
+                for k, v in client
                 if (low := k.lower()) not in drop
                 and low not in added
                 and not low.startswith(_VENDOR_PREFIXES)
             ]
         else:
-            fields = [(k, v) for k, v in req.headers.fields if (low := k.lower()) not in drop]
+            fields = [(k, v) for k, v in client if (low := k.lower()) not in drop]
             if b"anthropic-version" in added and any(
                 k.lower() == b"anthropic-version" for k, _ in fields
             ):
                 # the client's own API version, same protocol
                 added = {k: v for k, v in added.items() if k != b"anthropic-version"}
             fields = [(k, v) for k, v in fields if k.lower() not in added]
-        origin = backend.origin
-        if req.is_http2 or req.is_http3:
-            req.data.authority = backend.host_header.encode()
-        else:
+        if not req_is_h2:
             fields.append((b"host", backend.host_header.encode()))
         fields.extend(added.items())
-        req.headers = http.Headers(fields)
-        req.method = "POST"
-        req.data.scheme = origin.scheme.encode()
-        req.data.host = origin.host
-        req.data.port = origin.port
-        req.path = path
-        req.content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return fields
 
-    def _no_usable_key(self, flow: http.HTTPFlow, ex: Exchange, backend: Backend, model: str) -> None:
-        """Every key of the backend is cooling (429, with the earliest end) or disabled (502)."""
-        pool = self.config.pools[backend.name]
-        wait = pool.earliest_available(model)
-        if wait is None:
+    def _nothing_to_try(self, flow: http.HTTPFlow, ex: Exchange, route: Route) -> None:
+        """No attempt is possible: every key is cooling (429, with the earliest end) or
+        disabled (502)."""
+        waits = []
+        names = []
+        for element in route.elements:
+            name, model = split_element(element)
+            pool = self.config.pools.get(name)
+            if pool is not None:
+                names.append(name)
+                wait = pool.earliest_available(model)
+                if wait is not None:
+                    waits.append(wait)
+        names_text = ", ".join(dict.fromkeys(names)) or "the backend"
+        if not waits:
             status, headers = 502, {}
-            message = f"every {backend.name} key was rejected by {backend.name} (401/403)"
+            message = f"every {names_text} key was rejected (401/403)"
         else:
             status = 429
-            seconds = max(1, math.ceil(wait))
+            seconds = max(1, math.ceil(min(waits)))
             headers = {"retry-after": str(seconds)}
-            message = f"every {backend.name} key is cooling down after rate limits; retry in {seconds} s"
+            message = (
+                f"every {names_text} key is cooling down after rate limits; retry in {seconds} s"
+            )
         ex.outcome, ex.status, ex.error = "error", status, message
         flow.response = error_response(ex.front.protocol, status, message, headers)
 
@@ -195,3 +267,15 @@ class Routing:
         else:
             flow.response = json_response(200, {"input_tokens": count})
 
+
+def _is_h1(req: http.Request) -> bool:
+    return not (req.is_http2 or req.is_http3)
+
+
+def _key(backend: Backend, key_id: str | None) -> ApiKey | None:
+    if key_id is None:
+        return None
+    for key in backend.keys:
+        if key.key_id == key_id:
+            return key
+    return None

@@ -269,6 +269,7 @@ class ResponseAccumulator:
     blocks: dict[int, Any] = field(default_factory=dict)
     args: dict[int, list[str]] = field(default_factory=dict)
     texts: dict[int, list[str]] = field(default_factory=dict)
+    stopped: set[int] = field(default_factory=set)  # blocks that saw their BlockStop
     stop_reason: StopReason = "end"
     stop_sequence: str | None = None
     usage: Usage = field(default_factory=Usage)
@@ -294,6 +295,8 @@ class ResponseAccumulator:
             self.blocks[event.index] = ToolCallPart(
                 id=event.id, name=event.name, signature=event.signature
             )
+        elif isinstance(event, BlockStop):
+            self.stopped.add(event.index)
         elif isinstance(event, Start):
             self.id, self.model = event.id, event.model
             self.usage = self.usage.merged(event.usage)

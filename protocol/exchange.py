@@ -9,11 +9,15 @@ converter fills `usage`, `outcome` and the timings. Nothing here knows mitmproxy
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from protocol.canonical import ChatRequest, ChatResponse, Event, ProtocolName, Usage
 from protocol.sessions import Session
+
+if TYPE_CHECKING:
+    from protocol.backends import Backend
 
 Arrival = Literal["gateway", "intercept"]
 Endpoint = Literal["chat", "count_tokens"]
@@ -73,8 +77,11 @@ class Exchange:
     answer: ChatResponse | None = None  # the backend's answer, whole or reassembled from a stream
     recorded: bool = False  # the usage row was written
     backend_protocol: ProtocolName | None = None
+    backends: Mapping[str, Backend] = field(default_factory=dict)  # those the plan names
+    client_headers: list[tuple[bytes, bytes]] | None = None  # as the client sent them
     started: float = field(default_factory=time.monotonic)
     first_byte: float | None = None
+    last_activity: float | None = None  # the latest upstream stream chunk
     finished: float | None = None
 
     @property

@@ -199,6 +199,13 @@ class KeyPool:
                 return key
         return None
 
+    def used(self, key_id: str) -> None:
+        """A failover attempt took this key: the rotation goes on after it."""
+        for index, key in enumerate(self.keys):
+            if key.key_id == key_id:
+                self._position = (index + 1) % len(self.keys)
+                return
+
     def usable(self, model: str | None = None) -> list[ApiKey]:
         """The usable keys in rotation order from the current position (does not advance)."""
         now = self._clock()

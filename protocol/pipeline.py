@@ -5,8 +5,16 @@ with `b""` at the end). It never raises (a raise would corrupt the stream inside
 core) and never returns `b""` for "nothing" (that would end an HTTP/1.1 chunked body): it
 returns `[]` instead.
 
-Passthrough: when client and backend speak the same protocol and no stage changed anything, the
-upstream bytes are relayed exactly as they came; the events are still decoded for the stages.
+Passthrough: when client and backend speak the same protocol, the upstream bytes are relayed
+exactly as they came (through `raw_filter`, e.g. the answer scrubber, when one is set), whole
+SSE events at a time; the events are still decoded for the stages.
+
+Ending early: `abort(message)` ends the client's stream with an error event in its protocol at
+the next call (an idle upstream, a broken fallback); a stage that halts the answer (the loop
+guard) sets `exchange.outcome = "loop_halted"` and emits its closing events (note, finish): the
+stream is encoded from there on, ended, and `on_halt` is called so the caller can end the
+response and close the upstream. Upstream bytes after either are dropped. In passthrough the
+encoder never saw the relayed events: it is brought to their state from the accumulator first.
 
 Also here: `response_events`, a whole `ChatResponse` as the stream events that would carry it
 (a non-streamed upstream answer to a client that asked to stream; local answers).
@@ -50,8 +58,13 @@ class StreamPipeline:
         "exchange",
         "accumulator",
         "on_close",
+        "on_halt",
+        "raw_filter",
         "_closed",
         "_failed",
+        "_ended",
+        "_abort",
+        "_held",
     )
 
     def __init__(
@@ -62,6 +75,8 @@ class StreamPipeline:
         *,
         passthrough: bool = False,
         on_close: Callable[[StreamPipeline], None] | None = None,
+        on_halt: Callable[[StreamPipeline], None] | None = None,
+        raw_filter: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.decoder = decoder
         self.encoder = encoder
@@ -70,12 +85,26 @@ class StreamPipeline:
         self.passthrough = passthrough
         self.accumulator = ResponseAccumulator(source=exchange.front.protocol)
         self.on_close = on_close
+        self.on_halt = on_halt
+        self.raw_filter = raw_filter
         self._closed = False
         self._failed = False
+        self._ended = False  # the client's stream is complete (halted or aborted)
+        self._abort: Error | None = None
+        self._held = b""  # passthrough: the start of an SSE event not complete yet
+
+    def abort(self, message: str, status: int = 504, kind: str = "timeout") -> None:
+        """End the client's stream with this error at the next call (any chunk, or b"")."""
+        if not self._ended:
+            self._abort = Error(message, status, kind)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
 
     def __call__(self, chunk: bytes) -> bytes | Iterable[bytes]:
         try:
-            out = self._step(chunk)
+            out = self._aborted() if self._abort is not None else self._step(chunk)
         except Exception:  # never let an exception reach mitmproxy's core
             logger.exception("stream conversion failed; ending the stream")
             out = self._fail()
@@ -85,28 +114,99 @@ class StreamPipeline:
         return out if out else []
 
     def _step(self, chunk: bytes) -> bytes:
-        if self._failed:
+        if self._failed or self._ended:
             return b""
         ex = self.exchange
+        now = time.monotonic()
+        ex.last_activity = now
         if ex.first_byte is None and chunk:
-            ex.first_byte = time.monotonic()
+            ex.first_byte = now
         final = chunk == b""
         events = self.decoder.close() if final else self.decoder.feed(chunk)
         for stage in self.stages:
             events = _through(stage, events, final)
+        if ex.outcome == "loop_halted":
+            return self._halt(events)
         accumulate = self.accumulator.feed
         for event in events:
             accumulate(event)
         if self.passthrough:
-            return chunk
+            return self._relay(chunk, final)
         encode = self.encoder.feed
         out = b"".join([encode(e) for e in events]) if events else b""
         if final:
             out += self.encoder.close()
         return out
 
+    def _relay(self, chunk: bytes, final: bool) -> bytes:
+        """Passthrough: the raw bytes, whole SSE events at a time."""
+        if self.raw_filter is not None:
+            chunk = self.raw_filter(chunk)
+        if final:
+            out, self._held = self._held + chunk, b""
+            return out
+        data = self._held + chunk if self._held else chunk
+        end = max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4, data.rfind(b"\r\r") + 2)
+        if end <= 1:
+            self._held = data
+            return b""
+        if end < len(data):
+            self._held = data[end:]
+            return data[:end]
+        self._held = b""
+        return data
+
+    def _halt(self, events: list[Event]) -> bytes:
+        """A stage halted the answer: its last events (note, finish) close the stream."""
+        out = self._resume_encoder() if self.passthrough else b""
+        accumulate = self.accumulator.feed
+        encode = self.encoder.feed
+        for event in events:
+            accumulate(event)
+            out += encode(event)
+        out += self.encoder.close()
+        self._ended = True
+        if self.on_halt is not None:
+            try:
+                self.on_halt(self)
+            except Exception:
+                logger.exception("halt callback failed")
+        return out
+
+    def _aborted(self) -> bytes:
+        error, self._abort = self._abort, None
+        if self._ended or self._failed or error is None:
+            return b""
+        self._ended = True
+        self.exchange.error = error.message
+        if self.exchange.outcome == "pending":
+            self.exchange.outcome = "error"
+        out = self._resume_encoder() if self.passthrough else b""
+        return out + self.encoder.feed(error) + self.encoder.close()
+
+    def _resume_encoder(self) -> bytes:
+        """Bring the unused passthrough encoder to the state of what was relayed; the bytes it
+        would have written for that are dropped, and the raw start of an unfinished SSE event
+        is dropped with them (the client never saw any of it)."""
+        self._held = b""
+        self.passthrough = False
+        acc = self.accumulator
+        encode = self.encoder.feed
+        encode(Start(acc.id, acc.model, None))
+        for index in sorted(acc.blocks):
+            block = acc.blocks[index]
+            if block == "text":
+                encode(TextDelta(index, ""))
+            elif isinstance(block, ThinkingPart):
+                encode(ThinkingDelta(index, "", None, block.redacted))
+            elif isinstance(block, ToolCallPart):
+                encode(ToolCallStart(index, block.id, block.name, block.signature))
+            if index in acc.stopped:
+                encode(BlockStop(index))
+        return b""
+
     def _fail(self) -> bytes:
-        if self._failed:
+        if self._failed or self._ended:
             return b""
         self._failed = True
         self.exchange.error = "stream conversion failed"
@@ -133,6 +233,8 @@ class StreamPipeline:
             ex.usage_source = "upstream"
         if ex.outcome == "pending":
             ex.outcome = "error" if (self._failed or not acc.finished) else "ok"
+        if ex.outcome == "error" and ex.error is None:
+            ex.error = "the backend's stream ended before its answer was complete"
         if self.on_close is not None:
             try:
                 self.on_close(self)

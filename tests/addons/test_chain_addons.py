@@ -258,7 +258,7 @@ async def test_timeout_timer_is_set_and_cancelled(chain: Any) -> None:
     f = gateway_flow("/v1/chat/completions", CHAT)
     await run_request(chain, f)
     with taddons.context(config, timeouts) as tctx:
-        tctx.configure(config, llm_upstream_timeout=30)
+        tctx.configure(timeouts, llm_first_byte_timeout="30")
         timeouts.request(f)
         assert f.id in timeouts._timers
         timeouts.responseheaders(f)
@@ -267,14 +267,14 @@ async def test_timeout_timer_is_set_and_cancelled(chain: Any) -> None:
 
 def test_conf_file_fills_only_what_the_user_left_at_default(tmp_path: Path) -> None:
     conf = tmp_path / "x.conf"
-    conf.write_text("ssl_insecure: false\nllm_upstream_timeout: 42\nnot_an_option: 1\n")
+    conf.write_text("ssl_insecure: false\nllm_first_byte_timeout: 42\nnot_an_option: 1\n")
     config = Config()
     cf = ConfFile()
-    with taddons.context(config) as tctx:
+    with taddons.context(config, Timeouts()) as tctx:
         tctx.options.update(ssl_insecure=True)  # as if set on the command line
         tctx.master.addons.add(cf)
         cf.apply(str(conf))
-        assert tctx.options.llm_upstream_timeout == 42
+        assert tctx.options.llm_first_byte_timeout == "42"
         assert tctx.options.ssl_insecure is True
 
 

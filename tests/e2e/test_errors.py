@@ -154,7 +154,7 @@ def slow_proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> 
         upstream,
         tmp_path_factory.mktemp("conf-slow"),
         env={"OPENROUTER_API_BASE_URL": dead},
-        extra=["llm_upstream_timeout=1"],
+        extra=["llm_first_byte_timeout=1"],
     ) as process:
         yield process
 

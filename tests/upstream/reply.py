@@ -82,6 +82,7 @@ class Reply:
     args_at_end: bool = False
     omit_usage: bool = False
     close_midstream: bool = False
+    reset: bool = False  # drop the connection before any answer (after delay_before_headers)
     midstream_error: str | None = None  # the API's in-stream error event, half way through
 
     @property

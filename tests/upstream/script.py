@@ -30,6 +30,7 @@ from tests.upstream.server import (
     SDK_ROOTS,
     Backend,
     RecordedRequest,
+    Rule,
     ServerState,
     build_app,
 )
@@ -197,6 +198,22 @@ class Upstream:
         """
         for reply in replies:
             self.state.enqueue(reply, backend)
+
+    def when(
+        self,
+        reply: Reply,
+        *,
+        backend: Backend | None = None,
+        key: str | None = None,
+        model: str | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Answer the requests of this backend / key / model with `reply` (before any queue).
+
+        Each criterion left None matches anything; `times` answers that many, then the rule
+        is dropped. `reset()` drops every rule.
+        """
+        self.state.add_rule(Rule(reply, backend, key, model, times))
 
     def set_default(self, reply: Reply, backend: Backend | None = None) -> None:
         """The reply used when the queues are empty (per backend, or for all)."""

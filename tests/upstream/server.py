@@ -119,6 +119,16 @@ class RecordedRequest:
         return None
 
     @property
+    def key(self) -> str | None:
+        """The API key the request carried (any of the ways the SDKs send one)."""
+        auth = self.headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            return auth[7:].strip() or None
+        return self.headers.get("x-api-key") or self.headers.get("x-goog-api-key") or (
+            self.query.get("key")
+        )
+
+    @property
     def stream(self) -> bool:
         if self.backend == "gemini":
             return ":streamGenerateContent" in self.path
@@ -172,6 +182,24 @@ class RequestLog:
             return len(self._items)
 
 
+@dataclass(slots=True)
+class Rule:
+    """A reply for the requests of one backend, key and/or model (None matches any)."""
+
+    reply: Reply
+    backend: str | None = None
+    key: str | None = None
+    model: str | None = None
+    times: int | None = None  # answered this many times, then dropped; None: for ever
+
+    def matches(self, backend: str, record: RecordedRequest) -> bool:
+        return (
+            (self.backend is None or self.backend == backend)
+            and (self.key is None or self.key == record.key)
+            and (self.model is None or self.model == record.model)
+        )
+
+
 @dataclass
 class ServerState:
     """Everything the running app reads: keys, scripted replies, switches, the request log.
@@ -194,6 +222,7 @@ class ServerState:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _queues: dict[str | None, deque[Reply]] = field(default_factory=dict, repr=False)
     _defaults: dict[str | None, Reply] = field(default_factory=lambda: {None: Reply()}, repr=False)
+    _rules: list[Rule] = field(default_factory=list, repr=False)
 
     def enqueue(self, reply: Reply, backend: str | None = None) -> None:
         with self._lock:
@@ -203,9 +232,21 @@ class ServerState:
         with self._lock:
             self._defaults[backend] = reply
 
-    def next_reply(self, backend: str) -> Reply:
-        """The backend's queue first, then the shared queue, then the defaults."""
+    def add_rule(self, rule: Rule) -> None:
         with self._lock:
+            self._rules.append(rule)
+
+    def next_reply(self, backend: str, record: RecordedRequest | None = None) -> Reply:
+        """A matching rule first, then the backend's queue, the shared queue, the defaults."""
+        with self._lock:
+            if record is not None:
+                for rule in self._rules:
+                    if rule.matches(backend, record):
+                        if rule.times is not None:
+                            rule.times -= 1
+                            if rule.times <= 0:
+                                self._rules.remove(rule)
+                        return rule.reply
             for key in (backend, None):
                 queue = self._queues.get(key)
                 if queue:
@@ -220,6 +261,7 @@ class ServerState:
 
     def reset_replies(self) -> None:
         with self._lock:
+            self._rules.clear()
             self._queues.clear()
             self._defaults = {None: Reply()}
 
@@ -447,6 +489,11 @@ class UpstreamApp:
     ) -> web.StreamResponse:
         if reply.delay_before_headers:
             await asyncio.sleep(reply.delay_before_headers)
+        if reply.reset:
+            record.error = "connection reset before the answer (reset)"
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=499)
         headers = {request_id_header: f"req_{render.random_id()}", **reply.headers}
         if reply.is_error:
             message = (
@@ -522,7 +569,7 @@ class UpstreamApp:
                 f"The model `{model}` does not exist or you do not have access to it.",
                 code="model_not_found",
             )
-        reply = self.state.next_reply(backend)
+        reply = self.state.next_reply(backend, record)
         answer_model = reply.model or model
         stream = body.get("stream") is True
         options = body.get("stream_options") or {}
@@ -568,7 +615,7 @@ class UpstreamApp:
         model = str(body.get("model"))
         if self._unknown_model("anthropic", model):
             return self._error(record, "anthropic", 404, f"model: {model}")
-        reply = self.state.next_reply("anthropic")
+        reply = self.state.next_reply("anthropic", record)
         answer_model = reply.model or model
         return await self._send(
             request,
@@ -651,7 +698,7 @@ class UpstreamApp:
                 return self._rejected(record, "gemini", rejection)
         if not isinstance(body, dict):
             return self._error(record, "gemini", 400, "Invalid JSON payload received.")
-        reply = self.state.next_reply("gemini")
+        reply = self.state.next_reply("gemini", record)
         answer_model = reply.model or model
         stream = action == "streamGenerateContent"
         if request.query.get("alt") == "sse" or not stream:

@@ -1,0 +1,184 @@
+"""Driving a live flow's response from outside mitmproxy's server connection.
+
+mitmproxy cannot re-send a request inside one flow, cannot stream an answer an addon produces,
+and ends a streamed response only when the upstream does. Failover (the fallback's chunks must
+reach the client live), idle timeouts and loop halting (end the client's stream cleanly now,
+close the upstream) all need that. `ResponseFeed` does it through the flow's own HTTP stream
+in mitmproxy's sans-io core, so everything after it (the stream callable, the `response` hook,
+HTTP/1 or HTTP/2 framing to the client, TLS) works as for any upstream answer:
+
+- `take_pending()`: while an async `responseheaders` hook holds the flow, the rest of the
+  upstream's answer (its body, its end) waits in the stream's event queue; this removes it and
+  returns the body, so a failed attempt's error body never reaches the client.
+- `data(chunk)` / `end()`: deliver response body bytes / the end of the response to the
+  stream, as if the upstream had sent them (`MessageInjected` events routed to the stream).
+- `close_upstream()`: close the flow's server connection (the backend stops generating).
+
+This uses mitmproxy internals (the proxyserver's connection handlers, the HTTP layer's streams
+and a paused layer's queue); it is used here and nowhere else, and every entry point returns
+False when the internals are not what it expects (the caller then takes the plain path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from mitmproxy import ctx, http
+from mitmproxy.proxy import events
+from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
+from mitmproxy.proxy.layers.http._events import (
+    ResponseData,
+    ResponseEndOfMessage,
+    ResponseProtocolError,
+    ResponseTrailers,
+)
+
+logger = logging.getLogger(__name__)
+
+_UPSTREAM_EVENTS = (ResponseData, ResponseTrailers, ResponseEndOfMessage, ResponseProtocolError)
+
+
+@dataclass(slots=True)
+class _Target:
+    """What the HTTP layer reads off an injected event to find the stream it is for."""
+
+    server_conn: object
+    client_conn: object
+
+
+class _Injected(events.MessageInjected):
+    """Marks an event as injected (the HTTP layer routes it straight to its stream)."""
+
+
+class _InjectedData(ResponseData, _Injected):
+    def __init__(self, target: _Target, stream_id: int, data: bytes) -> None:
+        self.flow = target  # type: ignore[assignment]
+        self.message = None
+        self.stream_id = stream_id
+        self.data = data
+
+
+class _InjectedEnd(ResponseEndOfMessage, _Injected):
+    def __init__(self, target: _Target, stream_id: int) -> None:
+        self.flow = target  # type: ignore[assignment]
+        self.message = None
+        self.stream_id = stream_id
+
+
+def _find_stream(root: Any, flow: http.HTTPFlow) -> tuple[HttpLayer, HttpStream] | None:
+    todo = [root]
+    seen: set[int] = set()
+    while todo:
+        layer = todo.pop()
+        if layer is None or id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, HttpLayer):
+            for stream in layer.streams.values():
+                if stream.flow is flow:
+                    return layer, stream
+        todo.append(getattr(layer, "layer", None))
+        todo.append(getattr(layer, "child_layer", None))
+    return None
+
+
+class ResponseFeed:
+    """Injects response data into one live flow (see the module docstring)."""
+
+    __slots__ = ("flow", "_handler", "_http", "_stream", "_target", "_ended")
+
+    def __init__(
+        self, flow: http.HTTPFlow, handler: Any, http_layer: HttpLayer, stream: HttpStream
+    ):
+        self.flow = flow
+        self._handler = handler
+        self._http = http_layer
+        self._stream = stream
+        self._target = _Target(object(), flow.client_conn)
+        self._ended = False
+        http_layer.connections[self._target.server_conn] = stream  # type: ignore[index]
+
+    @classmethod
+    def attach(cls, flow: http.HTTPFlow) -> ResponseFeed | None:
+        """A feed for `flow`, or None when the flow is not live or the internals differ."""
+        try:
+            proxyserver = ctx.master.addons.get("proxyserver")
+            handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+            if handler is None:
+                return None
+            found = _find_stream(handler.layer, flow)
+            if found is None:
+                return None
+            return cls(flow, handler, *found)
+        except Exception:  # internals changed: take the plain path
+            logger.debug("cannot attach a response feed", exc_info=True)
+            return None
+
+    @property
+    def alive(self) -> bool:
+        stream = self._stream
+        return (
+            not self._ended
+            and self._http.streams.get(stream.stream_id) is stream
+            and self.flow.error is None
+        )
+
+    def upstream_complete(self) -> bool:
+        """True when the upstream's whole answer already waits in the stream's queue."""
+        return any(isinstance(e, ResponseEndOfMessage) for e in self._queue())
+
+    async def wait_upstream_complete(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.upstream_complete():
+            if loop.time() >= deadline or not self.alive:
+                return False
+            await asyncio.sleep(0.002)
+        return True
+
+    def take_pending(self) -> bytes:
+        """Remove the upstream's queued answer (body, trailers, end) and return its body."""
+        queue = self._queue()
+        body = bytearray()
+        kept = []
+        for event in queue:
+            if isinstance(event, _UPSTREAM_EVENTS) and not isinstance(event, _Injected):
+                if isinstance(event, ResponseData):
+                    body += event.data
+            else:
+                kept.append(event)
+        queue.clear()
+        queue.extend(kept)
+        return bytes(body)
+
+    async def data(self, chunk: bytes) -> bool:
+        if not chunk or not self.alive:
+            return False
+        await self._handler.server_event(_InjectedData(self._target, self._stream.stream_id, chunk))
+        return True
+
+    async def end(self) -> bool:
+        if not self.alive:
+            self.detach()
+            return False
+        await self._handler.server_event(_InjectedEnd(self._target, self._stream.stream_id))
+        self.detach()
+        return True
+
+    def close_upstream(self) -> None:
+        server = self.flow.server_conn
+        try:
+            if server in self._handler.transports:
+                self._handler.close_connection(server)
+        except Exception:
+            logger.debug("could not close the upstream connection", exc_info=True)
+
+    def detach(self) -> None:
+        self._ended = True
+        self._http.connections.pop(self._target.server_conn, None)  # type: ignore[call-overload]
+
+    def _queue(self) -> Any:
+        return self._stream._paused_event_queue

@@ -1,0 +1,297 @@
+"""Failover addon: when an attempt fails, the plan's next attempts are tried, invisibly.
+
+The first attempt goes upstream through mitmproxy itself (routing), so a request whose first
+attempt works pays nothing here. When its answer's status calls for failover (408, 409, 429,
+5xx, 529; 401/403 too, which disable that key) and the plan has more attempts, this addon holds
+the flow in `responseheaders`, drops the failed answer (`addons._inject`), and sends the next
+attempts itself with an HTTP client until one works. That attempt's status and headers become
+the flow's response and its body is fed to the flow chunk by chunk as it arrives, so the rest
+of the chain (stream conversion, loop watch, usage) sees it as the upstream's answer and a
+streaming client gets the fallback's chunks live. When every attempt fails, the client gets
+one error in its own protocol with the last attempt's status (502 when none answered) that
+lists every attempt. Each failed attempt's key is cooled (429) or disabled (401/403).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+from mitmproxy import ctx, http
+
+from addons._http import dumps
+from addons._inject import ResponseFeed
+from addons.config import Config
+from addons.routing import Outgoing, Routing
+from protocol.codec import codec
+from protocol.exchange import Attempt, Exchange, exchange_of
+from protocol.failover import describe_failures, failure_text, should_fail_over
+from protocol.keypool import parse_retry_after
+from protocol.timeouts import PerBackend
+
+logger = logging.getLogger(__name__)
+
+_KEY_REJECTED = frozenset({401, 403})
+# Response headers that describe the upstream connection's framing, not the answer.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+def account_attempt(
+    config: Config, attempt: Attempt, status: int, headers: Mapping[str, str], body: bytes
+) -> None:
+    """What an attempt's answer means for its key: 429 cools it, 401/403 disable it."""
+    pool = config.pools.get(attempt.backend)
+    if pool is None or attempt.key_id is None:
+        return
+    if status == 429:
+        pool.cooldown(attempt.key_id, attempt.model, parse_retry_after(headers, body, time.time()))
+    elif status in _KEY_REJECTED:
+        pool.disable(attempt.key_id)
+    elif status < 400:
+        pool.succeeded(attempt.key_id, attempt.model)
+
+
+def _fails_over(status: int) -> bool:
+    return should_fail_over(status) or status in _KEY_REJECTED
+
+
+class Failover:
+    def __init__(self, config: Config, routing: Routing) -> None:
+        self.config = config
+        self.routing = routing
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def responseheaders(self, flow: http.HTTPFlow) -> None:
+        ex = exchange_of(flow.metadata)
+        resp = flow.response
+        if ex is None or resp is None or ex.outcome != "pending":
+            return
+        plan = ex.route
+        if not _fails_over(resp.status_code) or plan.current + 1 >= len(plan.attempts):
+            return
+        if resp.headers.get("content-length") == "0":
+            return  # mitmproxy ends a body-less answer with its headers: nothing to replace
+        feed = ResponseFeed.attach(flow)
+        if feed is None:
+            return
+        if not await feed.wait_upstream_complete(2.0):
+            feed.detach()
+            return  # the failed answer's body never ended: relay it as it is
+        try:
+            await self._fail_over(flow, ex, resp, feed)
+        except Exception:
+            logger.exception("failover failed")
+            self._all_failed(flow, ex, feed, 502)
+
+    async def _fail_over(
+        self, flow: http.HTTPFlow, ex: Exchange, resp: http.Response, feed: ResponseFeed
+    ) -> None:
+        failed = ex.route.active
+        assert failed is not None
+        body = feed.take_pending()
+        failed.failure = failure_text(resp.status_code, resp.reason)
+        account_attempt(self.config, failed, resp.status_code, resp.headers, body)
+        last_status: int | None = resp.status_code
+        h2 = flow.request.is_http2 or flow.request.is_http3
+        for index in range(ex.route.current + 1, len(ex.route.attempts)):
+            attempt = ex.route.attempts[index]
+            if not self._usable(attempt):
+                attempt.failure = "skipped: key cooling or disabled"
+                continue
+            ex.route.current = index
+            out = self.routing.outgoing(ex, attempt, ex.backends, req_is_h2=False)
+            answer = await self._send(out, attempt)
+            if answer is None:
+                continue
+            last_status = answer.status_code
+            if _fails_over(answer.status_code):
+                data = await _read_limited(answer)
+                attempt.failure = failure_text(answer.status_code, answer.reason_phrase)
+                account_attempt(self.config, attempt, answer.status_code, answer.headers, data)
+                continue
+            self._adopt(flow, ex, out, answer, feed, h2)
+            return
+        ex.route.current = len(ex.route.attempts) - 1
+        self._all_failed(flow, ex, feed, last_status or 502)
+
+    def _usable(self, attempt: Attempt) -> bool:
+        """Whether the attempt's key may still be used (then the pool's rotation passes it)."""
+        pool = self.config.pools.get(attempt.backend)
+        if pool is None or attempt.key_id is None:
+            return True
+        if not pool.is_usable(attempt.key_id, attempt.model):
+            return False
+        pool.used(attempt.key_id)
+        return True
+
+    async def _send(self, out: Outgoing, attempt: Attempt) -> httpx.Response | None:
+        """Send one attempt; its response once headers arrived, None on a connection failure
+        or timeout (recorded on the attempt)."""
+        backend = out.backend.name
+        origin = out.backend.origin
+        reachable, reason = await self.config.reachability.check(origin.host, origin.port)
+        if not reachable:
+            attempt.failure = f"unreachable: {reason}"
+            return None
+        connect = _option(ctx.options.llm_connect_timeout, "llm_connect_timeout").get(backend)
+        idle = _option(ctx.options.llm_idle_timeout, "llm_idle_timeout").get(backend)
+        first = _option(ctx.options.llm_first_byte_timeout, "llm_first_byte_timeout").get(backend)
+        client = self._http()
+        request = client.build_request(
+            "POST",
+            out.url,
+            headers=[(k, v) for k, v in out.fields if k.lower() != b"host"],
+            content=out.content,
+            timeout=httpx.Timeout(connect=connect, read=idle, write=connect, pool=None),
+        )
+        try:
+            return await asyncio.wait_for(client.send(request, stream=True), first)
+        except TimeoutError:
+            attempt.failure = f"timeout: no response within {first:g} s" if first else "timeout"
+        except httpx.ConnectError as e:
+            attempt.failure = f"connection error: {_reason(e)}"
+            self.config.reachability.mark_down(origin.host, origin.port, attempt.failure)
+        except httpx.TimeoutException:
+            attempt.failure = "timeout: connecting"
+        except httpx.HTTPError as e:
+            attempt.failure = f"connection error: {_reason(e)}"
+        return None
+
+    def _adopt(
+        self,
+        flow: http.HTTPFlow,
+        ex: Exchange,
+        out: Outgoing,
+        answer: httpx.Response,
+        feed: ResponseFeed,
+        h2: bool,
+    ) -> None:
+        """Make `answer` the flow's response; its body follows as it arrives."""
+        fields = [
+            (k, v) for k, v in answer.headers.raw if k.decode("latin-1").lower() not in _FRAMING
+        ]
+        if not h2:
+            fields.append((b"transfer-encoding", b"chunked"))
+        flow.response = http.Response(
+            b"HTTP/1.1",
+            answer.status_code,
+            answer.reason_phrase.encode("latin-1", "replace"),
+            http.Headers(fields),
+            None,
+            None,
+            time.time(),
+            None,
+        )
+        shown = Outgoing(out.backend, out.key, out.path, list(out.fields), b"")
+        Routing.apply(flow.request, shown)
+        flow.request.content = out.content
+        tried = [a for a in ex.route.attempts[: ex.route.current] if a.failure]
+        flow.comment = "failover: " + "; ".join(
+            f"{a.backend}:{a.model} ({a.key_id or 'no key'}) {a.failure}" for a in tried
+        )
+        logger.info(
+            "failover to %s:%s (%s) after %s",
+            out.backend.name,
+            ex.request.model,
+            out.key.key_id if out.key else "no key",
+            "; ".join(f"{a.backend}:{a.model} {a.failure}" for a in tried),
+        )
+        task = asyncio.create_task(self._pump(answer, feed, ex))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, answer: httpx.Response, feed: ResponseFeed, ex: Exchange) -> None:
+        """Feed the fallback's body to the flow, chunk by chunk, then end it."""
+        try:
+            async for chunk in answer.aiter_raw():
+                if not await feed.data(chunk):
+                    return  # the client went away
+        except httpx.ReadTimeout:
+            _cut(feed, ex, "the backend stopped sending (llm_idle_timeout)", 504)
+            await feed.data(b"\n")
+        except httpx.HTTPError as e:
+            _cut(feed, ex, f"the backend's stream broke: {_reason(e)}", 502)
+            await feed.data(b"\n")
+        except Exception:
+            logger.exception("relaying the fallback's answer failed")
+        finally:
+            await answer.aclose()
+            await feed.end()
+
+    def _all_failed(
+        self, flow: http.HTTPFlow, ex: Exchange, feed: ResponseFeed, status: int
+    ) -> None:
+        message = describe_failures([a for a in ex.route.attempts if a.failure])
+        ex.outcome, ex.status, ex.error = "error", status, message
+        logger.warning("%s", message)
+        body = dumps(codec(ex.front.protocol).render_error(status, message))
+        flow.response = http.Response.make(status, b"", {"content-type": "application/json"})
+        flow.response.headers["content-length"] = str(len(body))
+        flow.comment = message
+
+        async def send() -> None:
+            await feed.data(body)
+            await feed.end()
+
+        task = asyncio.create_task(send())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                http2=False, trust_env=False, follow_redirects=False, timeout=None
+            )
+        return self._client
+
+    async def done(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def _cut(feed: ResponseFeed, ex: Exchange, message: str, status: int) -> None:
+    """The fallback's stream broke after bytes reached the client: end it with an error."""
+    ex.error = message
+    stream = feed.flow.response.stream if feed.flow.response else None
+    abort = getattr(stream, "abort", None)
+    if abort is not None:
+        abort(message, status)
+
+
+async def _read_limited(answer: httpx.Response) -> bytes:
+    data = bytearray()
+    try:
+        async for chunk in answer.aiter_raw():
+            data += chunk
+            if len(data) > _ERROR_BODY_LIMIT:
+                break
+    except httpx.HTTPError:
+        pass
+    finally:
+        await answer.aclose()
+    return bytes(data)
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip()
+    return text[:200] if text else type(e).__name__
+
+
+_PARSED: dict[tuple[str, Any], PerBackend] = {}
+
+
+def _option(value: Any, name: str) -> PerBackend:
+    key = (name, value)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = _PARSED[key] = PerBackend.parse(value, option=name)
+    return parsed
