@@ -46,8 +46,6 @@ def error_response(
     return json_response(status, codec(protocol).render_error(status, message), headers)
 
 
-
-
 def fail_closed[H: Callable[..., Any]](hook: H) -> H:
     """Wrap a request hook: an unexpected exception answers the client with a protocol error.
 

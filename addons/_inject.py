@@ -13,6 +13,9 @@ HTTP/1 or HTTP/2 framing to the client, TLS) works as for any upstream answer:
 - `data(chunk)` / `end()`: deliver response body bytes / the end of the response to the
   stream, as if the upstream had sent them (`MessageInjected` events routed to the stream).
 - `close_upstream()`: close the flow's server connection (the backend stops generating).
+- `suppress_error()` / `resume(response)`: in the `error` hook of a request whose connection
+  failed before any answer, keep mitmproxy from sending its own 502, then bring the flow back
+  with another answer's headers (the `responseheaders` hooks run for it as usual).
 
 This uses mitmproxy internals (the proxyserver's connection handlers, the HTTP layer's streams
 and a paused layer's queue); it is used here and nowhere else, and every entry point returns
@@ -32,6 +35,7 @@ from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
 from mitmproxy.proxy.layers.http._events import (
     ResponseData,
     ResponseEndOfMessage,
+    ResponseHeaders,
     ResponseProtocolError,
     ResponseTrailers,
 )
@@ -59,6 +63,15 @@ class _InjectedData(ResponseData, _Injected):
         self.message = None
         self.stream_id = stream_id
         self.data = data
+
+
+class _InjectedHeaders(ResponseHeaders, _Injected):
+    def __init__(self, target: _Target, stream_id: int, response: http.Response) -> None:
+        self.flow = target  # type: ignore[assignment]
+        self.message = None
+        self.stream_id = stream_id
+        self.response = response
+        self.end_stream = False
 
 
 class _InjectedEnd(ResponseEndOfMessage, _Injected):
@@ -167,6 +180,35 @@ class ResponseFeed:
         await self._handler.server_event(_InjectedEnd(self._target, self._stream.stream_id))
         self.detach()
         return True
+
+    def can_resume(self) -> bool:
+        """During the `error` hook of a request that got no answer: can `resume` revive it?"""
+        stream = self._stream
+        return self.flow.response is None and stream.client_state == stream.state_done
+
+    def suppress_error(self) -> None:
+        """During the `error` hook: mitmproxy will not send its own error to the client."""
+        self._stream.client_state = self._stream.state_errored
+
+    async def resume(self, response: http.Response) -> bool:
+        """After the `error` hook: bring the flow back and give it `response`'s headers (the
+        `responseheaders` hooks run again); its body follows with `data` and `end`."""
+        stream, streams = self._stream, self._http.streams
+        for _ in range(2000):  # mitmproxy finishes the error (the stream leaves its table)
+            if streams.get(stream.stream_id) is not stream:
+                break
+            await asyncio.sleep(0.001)
+        else:
+            return False
+        if stream.stream_id in streams or self.flow.client_conn.timestamp_end is not None:
+            return False  # the client went away meanwhile
+        streams[stream.stream_id] = stream
+        stream.client_state = stream.state_done
+        stream.server_state = stream.state_wait_for_response_headers
+        self.flow.error = None
+        self.flow.live = True
+        await self._handler.server_event(_InjectedHeaders(self._target, stream.stream_id, response))
+        return self.alive
 
     def close_upstream(self) -> None:
         server = self.flow.server_conn

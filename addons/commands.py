@@ -111,7 +111,9 @@ class Commands:
     def _session(self, flow: http.HTTPFlow, ex: Exchange) -> Session:
         headers = flow.request.headers
         explicit = next((headers[h] for h in SESSION_HEADERS if headers.get(h)), None)
-        sid = session_id_for(explicit, client_key(flow.request), first_user_text(ex.request.messages))
+        sid = session_id_for(
+            explicit, client_key(flow.request), first_user_text(ex.request.messages)
+        )
         session = self.config.sessions.get(sid)
         ex.front.session_id = session.id
         ex.session = session
@@ -145,7 +147,9 @@ class Commands:
             if not message.content:
                 drop.add(i)
                 reply = messages[i + 1]
-                if reply.role == "assistant" and all(isinstance(p, TextPart) for p in reply.content):
+                if reply.role == "assistant" and all(
+                    isinstance(p, TextPart) for p in reply.content
+                ):
                     drop.add(i + 1)
         if drop:
             drop.discard(len(messages) - 1)

@@ -81,5 +81,6 @@ class Config:
             logger.warning("no backend configured: set OPENAI_API_KEY, ANTHROPIC_API_KEY, ...")
         if self.proxy_key is None:
             logger.warning(
-                "%s is not set: only clients on this machine are accepted, without a key", PROXY_KEY_VAR
+                "%s is not set: only clients on this machine are accepted, without a key",
+                PROXY_KEY_VAR,
             )

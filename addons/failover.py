@@ -60,6 +60,15 @@ def _fails_over(status: int) -> bool:
     return should_fail_over(status) or status in _KEY_REJECTED
 
 
+def _more(ex: Exchange) -> bool:
+    """Whether the plan has an attempt after the active one."""
+    return ex.route.current + 1 < len(ex.route.attempts)
+
+
+def _is_h1(flow: http.HTTPFlow) -> bool:
+    return not (flow.request.is_http2 or flow.request.is_http3)
+
+
 class Failover:
     def __init__(self, config: Config, routing: Routing) -> None:
         self.config = config
@@ -72,8 +81,7 @@ class Failover:
         resp = flow.response
         if ex is None or resp is None or ex.outcome != "pending":
             return
-        plan = ex.route
-        if not _fails_over(resp.status_code) or plan.current + 1 >= len(plan.attempts):
+        if not _fails_over(resp.status_code) or not _more(ex):
             return
         if resp.headers.get("content-length") == "0":
             return  # mitmproxy ends a body-less answer with its headers: nothing to replace
@@ -83,22 +91,81 @@ class Failover:
         if not await feed.wait_upstream_complete(2.0):
             feed.detach()
             return  # the failed answer's body never ended: relay it as it is
-        try:
-            await self._fail_over(flow, ex, resp, feed)
-        except Exception:
-            logger.exception("failover failed")
-            self._all_failed(flow, ex, feed, 502)
-
-    async def _fail_over(
-        self, flow: http.HTTPFlow, ex: Exchange, resp: http.Response, feed: ResponseFeed
-    ) -> None:
         failed = ex.route.active
         assert failed is not None
         body = feed.take_pending()
         failed.failure = failure_text(resp.status_code, resp.reason)
         account_attempt(self.config, failed, resp.status_code, resp.headers, body)
-        last_status: int | None = resp.status_code
-        h2 = flow.request.is_http2 or flow.request.is_http3
+        try:
+            result = await self._rest(ex, resp.status_code)
+        except Exception:
+            logger.exception("failover failed")
+            result = 502
+        h2 = not _is_h1(flow)
+        if isinstance(result, int):
+            flow.response, content = self._all_failed(flow, ex, result)
+            self._spawn(self._send_body(feed, content))
+        else:
+            out, answer = result
+            flow.response = self._adopt(flow, ex, out, answer, h2)
+            self._spawn(self._pump(answer, feed, ex))
+
+    async def error(self, flow: http.HTTPFlow) -> None:
+        """The attempt's connection failed (reset, refused) before any answer: mitmproxy would
+        answer its own 502; the plan's next attempts answer instead."""
+        ex = exchange_of(flow.metadata)
+        if ex is None or ex.outcome != "pending" or flow.response is not None or not _more(ex):
+            return
+        if flow.error is None or flow.error.msg == flow.error.KILLED_MESSAGE:
+            return
+        feed = ResponseFeed.attach(flow)
+        if feed is None or not feed.can_resume():
+            return
+        failed = ex.route.active
+        assert failed is not None
+        failed.failure = f"connection error: {flow.error.msg}"[:300]
+        if flow.server_conn.timestamp_tcp_setup is None:  # never connected: skip it a while
+            self.config.reachability.mark_down(flow.request.host, flow.request.port, failed.failure)
+        ex.resuming = True  # the other addons leave this error alone
+        try:
+            result = await self._rest(ex, None)
+        except Exception:
+            logger.exception("failover failed")
+            result = 502
+        feed.suppress_error()
+        if isinstance(result, int):
+            response, content = self._all_failed(flow, ex, result)
+            self._spawn(self._resume(feed, ex, response, content=content))
+        else:
+            out, answer = result
+            response = self._adopt(flow, ex, out, answer, not _is_h1(flow))
+            self._spawn(self._resume(feed, ex, response, answer=answer))
+
+    async def _resume(
+        self,
+        feed: ResponseFeed,
+        ex: Exchange,
+        response: http.Response,
+        *,
+        answer: httpx.Response | None = None,
+        content: bytes = b"",
+    ) -> None:
+        ok = await feed.resume(response)
+        ex.resuming = False
+        if not ok:
+            if answer is not None:
+                await answer.aclose()
+            return
+        if answer is not None:
+            await self._pump(answer, feed, ex)
+        else:
+            await self._send_body(feed, content)
+
+    async def _rest(
+        self, ex: Exchange, last_status: int | None
+    ) -> tuple[Outgoing, httpx.Response] | int:
+        """Try the plan's attempts after the active one: the first that works (its request and
+        response, headers read), else the status for the client (the last answered, or 502)."""
         for index in range(ex.route.current + 1, len(ex.route.attempts)):
             attempt = ex.route.attempts[index]
             if not self._usable(attempt):
@@ -115,10 +182,9 @@ class Failover:
                 attempt.failure = failure_text(answer.status_code, answer.reason_phrase)
                 account_attempt(self.config, attempt, answer.status_code, answer.headers, data)
                 continue
-            self._adopt(flow, ex, out, answer, feed, h2)
-            return
+            return out, answer
         ex.route.current = len(ex.route.attempts) - 1
-        self._all_failed(flow, ex, feed, last_status or 502)
+        return last_status or 502
 
     def _usable(self, attempt: Attempt) -> bool:
         """Whether the attempt's key may still be used (then the pool's rotation passes it)."""
@@ -169,16 +235,16 @@ class Failover:
         ex: Exchange,
         out: Outgoing,
         answer: httpx.Response,
-        feed: ResponseFeed,
         h2: bool,
-    ) -> None:
-        """Make `answer` the flow's response; its body follows as it arrives."""
+    ) -> http.Response:
+        """The flow's response for `answer` (its body follows as it arrives); the flow's
+        request shows the attempt that answered (key hidden by the responses addon)."""
         fields = [
             (k, v) for k, v in answer.headers.raw if k.decode("latin-1").lower() not in _FRAMING
         ]
         if not h2:
             fields.append((b"transfer-encoding", b"chunked"))
-        flow.response = http.Response(
+        response = http.Response(
             b"HTTP/1.1",
             answer.status_code,
             answer.reason_phrase.encode("latin-1", "replace"),
@@ -188,9 +254,7 @@ class Failover:
             time.time(),
             None,
         )
-        shown = Outgoing(out.backend, out.key, out.path, list(out.fields), b"")
-        Routing.apply(flow.request, shown)
-        flow.request.content = out.content
+        Routing.apply(flow.request, out)
         tried = [a for a in ex.route.attempts[: ex.route.current] if a.failure]
         flow.comment = "failover: " + "; ".join(
             f"{a.backend}:{a.model} ({a.key_id or 'no key'}) {a.failure}" for a in tried
@@ -202,9 +266,7 @@ class Failover:
             out.key.key_id if out.key else "no key",
             "; ".join(f"{a.backend}:{a.model} {a.failure}" for a in tried),
         )
-        task = asyncio.create_task(self._pump(answer, feed, ex))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return response
 
     async def _pump(self, answer: httpx.Response, feed: ResponseFeed, ex: Exchange) -> None:
         """Feed the fallback's body to the flow, chunk by chunk, then end it."""
@@ -225,21 +287,25 @@ class Failover:
             await feed.end()
 
     def _all_failed(
-        self, flow: http.HTTPFlow, ex: Exchange, feed: ResponseFeed, status: int
-    ) -> None:
+        self, flow: http.HTTPFlow, ex: Exchange, status: int
+    ) -> tuple[http.Response, bytes]:
+        """One error for the client, listing every attempt, and its body."""
         message = describe_failures([a for a in ex.route.attempts if a.failure])
         ex.outcome, ex.status, ex.error = "error", status, message
         logger.warning("%s", message)
         body = dumps(codec(ex.front.protocol).render_error(status, message))
-        flow.response = http.Response.make(status, b"", {"content-type": "application/json"})
-        flow.response.headers["content-length"] = str(len(body))
+        response = http.Response.make(status, b"", {"content-type": "application/json"})
+        response.headers["content-length"] = str(len(body))
         flow.comment = message
+        return response, body
 
-        async def send() -> None:
-            await feed.data(body)
-            await feed.end()
+    @staticmethod
+    async def _send_body(feed: ResponseFeed, body: bytes) -> None:
+        await feed.data(body)
+        await feed.end()
 
-        task = asyncio.create_task(send())
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -113,9 +113,7 @@ class Gateway:
             protocol = endpoints.protocol_guess(path, req.pretty_host if intercepted else None)
             if intercepted:
                 return  # another endpoint of a known API host (files, batches...): untouched
-            flow.response = error_response(
-                protocol, 404, f"unknown endpoint: {req.method} {path}"
-            )
+            flow.response = error_response(protocol, 404, f"unknown endpoint: {req.method} {path}")
             return
         if not intercepted and not authorized(self.config, flow):
             message = (

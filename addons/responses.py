@@ -71,9 +71,7 @@ class Responses:
         converted = ex.converted
         pipeline = StreamPipeline(
             codec(ex.backend_protocol).decoder(),
-            codec(ex.front.protocol).encoder(
-                model=None, include_usage=ex.request.include_usage
-            ),
+            codec(ex.front.protocol).encoder(model=None, include_usage=ex.request.include_usage),
             ex,
             passthrough=not converted,
             on_halt=lambda _: self._end_now(flow),
@@ -151,7 +149,7 @@ class Responses:
 
     def error(self, flow: http.HTTPFlow) -> None:
         ex = exchange_of(flow.metadata)
-        if ex is None:
+        if ex is None or ex.resuming:
             return
         hide_key(flow, ex)
         ex.finished = time.monotonic()

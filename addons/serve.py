@@ -68,7 +68,8 @@ class HookCachingAddonManager(addonmanager.AddonManager):
         names = _ARG_NAMES.get(type(event))
         if names is None:
             names = _ARG_NAMES[type(event)] = [
-                f.name for f in dataclasses.fields(event)  # type: ignore[arg-type]
+                f.name
+                for f in dataclasses.fields(event)  # type: ignore[arg-type]
             ]
         args = [getattr(event, name) for name in names]
         for func in self._handlers_for(event):

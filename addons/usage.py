@@ -79,9 +79,7 @@ class UsageRecorder:
         loader.add_option(
             "usage_prices", str, "", "A JSON or YAML price file merged over the built-in table."
         )
-        loader.add_option(
-            "usage_live", bool, True, "Log one compact line per finished exchange."
-        )
+        loader.add_option("usage_live", bool, True, "Log one compact line per finished exchange.")
 
     def configure(self, updated: set[str]) -> None:
         if updated & {"usage_db", "usage_store_content", "llm_env_file"}:
@@ -119,6 +117,9 @@ class UsageRecorder:
         self._record(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        ex = exchange_of(flow.metadata)
+        if ex is not None and ex.resuming:
+            return  # the failover addon answers with the next attempt
         self._record(flow)
 
     def _record(self, flow: http.HTTPFlow) -> None:
@@ -154,6 +155,3 @@ class UsageRecorder:
         answer = ex.answer.parts if ex.answer else []
         reply = "".join(p.text for p in answer if isinstance(p, TextPart))
         return f"{prompt}\n---\n{reply}"
-
-
-

@@ -678,8 +678,9 @@ def error_body(
     error_type: str | None = None,
     param: str | None = None,
     code: str | None = None,
+    details: list[JSON] | None = None,
 ) -> JSON:
-    """The JSON error body `backend` sends with `status`."""
+    """The JSON error body `backend` sends with `status` (`details`: Gemini's, e.g. RetryInfo)."""
     if backend == "openai":
         kind, default_code, default_message = _OPENAI_ERRORS.get(
             status,
@@ -711,10 +712,11 @@ def error_body(
             "request_id": f"req_{random_id()}",
         }
     status_name, default_message = _GEMINI_STATUS.get(status, ("UNKNOWN", "Unknown error."))
-    return {
-        "error": {
-            "code": status,
-            "message": message or default_message,
-            "status": error_type or status_name,
-        }
+    gemini_error: JSON = {
+        "code": status,
+        "message": message or default_message,
+        "status": error_type or status_name,
     }
+    if details:
+        gemini_error["details"] = details
+    return {"error": gemini_error}

@@ -71,6 +71,7 @@ class Reply:
     status: int = 200
     error_message: str | None = None
     error_type: str | None = None
+    error_details: list[Any] | None = None  # Gemini's error `details` (e.g. RetryInfo)
     headers: dict[str, str] = field(default_factory=dict)
     # transport
     delay_before_headers: float = 0.0

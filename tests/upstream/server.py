@@ -445,9 +445,10 @@ class UpstreamApp:
         code: str | None = None,
         headers: dict[str, str] | None = None,
         error_type: str | None = None,
+        details: list[Any] | None = None,
     ) -> web.Response:
         record.error = message
-        body = render.error_body(backend, status, message, error_type, param, code)
+        body = render.error_body(backend, status, message, error_type, param, code, details)
         return _json_response(body, status, headers)
 
     def _rejected(
@@ -506,6 +507,7 @@ class UpstreamApp:
                 message,
                 headers=headers,
                 error_type=reply.error_type,
+                details=reply.error_details,
             )
         if not stream:
             return _json_response(json_body(), headers=headers)
