@@ -133,7 +133,8 @@ class Gateway:
             if "x-goog-api-client" in req.headers or "x-goog-api-key" in req.headers:
                 protocol = "gemini"  # google-genai lists models at /v1/models too
             models = await self.config.catalog.models(self.config.backends)
-            flow.response = json_response(200, render_models(protocol, models))
+            routes = self.config.routes.names() if self.config.routes is not None else ()
+            flow.response = json_response(200, render_models(protocol, models, routes))
             return
         self._parse(flow, endpoint, "intercept" if intercepted else "gateway")
 

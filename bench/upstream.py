@@ -7,7 +7,9 @@ role chunk, N content chunks, finish chunk, usage chunk when asked, `[DONE]`; An
 message_start, ping, content_block_start, N content_block_delta, content_block_stop,
 message_delta, message_stop). Every delta carries the text `tok ` so a client can count them.
 A request header `x-bench-stream-chunks: N` overrides the count for one call.
-No key checks, no validation: it must cost as little CPU as possible. Each SSE event is
+No key checks, no validation: it must cost as little CPU as possible. One exception, for the
+failover benchmark: a key `fail-<status>` (or `fail-<status>-<ms>`) is answered with that error
+status (after that many milliseconds). `/openrouter/api/v1/chat/completions` answers like OpenAI. Each SSE event is
 written separately (and the loop is yielded between events) so the proxy sees a stream, not
 one burst.
 
@@ -176,11 +178,28 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+async def _failure(request: web.Request) -> web.Response | None:
+    """The error a `fail-<status>[-<ms>]` key asks for, or None."""
+    auth = request.headers.get("authorization") or request.headers.get("x-api-key") or ""
+    key = auth.removeprefix("Bearer ").strip()
+    if not key.startswith("fail-"):
+        return None
+    parts = key.split("-")
+    if len(parts) > 2:
+        await asyncio.sleep(int(parts[2]) / 1000)
+    status = int(parts[1])
+    body = {"error": {"message": "bench failure", "type": "server_error", "code": status}}
+    return web.Response(status=status, body=_dumps(body).encode(), content_type="application/json")
+
+
 def make_app(default_chunks: int) -> web.Application:
     def chunks_of(request: web.Request) -> int:
         return int(request.headers.get(CHUNKS_HEADER, default_chunks))
 
     async def openai_chat(request: web.Request) -> web.StreamResponse:
+        failed = await _failure(request)
+        if failed is not None:
+            return failed
         body = await _body(request)
         model = str(body.get("model", "gpt-4o"))
         if not body.get("stream"):
@@ -191,6 +210,9 @@ def make_app(default_chunks: int) -> web.Application:
         return await _send_stream(request, head, delta, chunks, tail)
 
     async def anthropic_messages(request: web.Request) -> web.StreamResponse:
+        failed = await _failure(request)
+        if failed is not None:
+            return failed
         body = await _body(request)
         model = str(body.get("model", "claude-sonnet-4-5"))
         if not body.get("stream"):
@@ -201,6 +223,7 @@ def make_app(default_chunks: int) -> web.Application:
 
     app = web.Application()
     app.router.add_post("/openai/v1/chat/completions", openai_chat)
+    app.router.add_post("/openrouter/api/v1/chat/completions", openai_chat)
     app.router.add_post("/anthropic/v1/messages", anthropic_messages)
     return app
 

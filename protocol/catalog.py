@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -82,9 +82,13 @@ class ModelCatalog:
         return model_ids(backend, response.json())
 
 
-def render_models(protocol: str, models: Mapping[str, list[str]]) -> dict[str, Any]:
-    """The list in the client protocol's own shape, names as `backend:model`."""
+def render_models(
+    protocol: str, models: Mapping[str, list[str]], routes: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The list in the client protocol's own shape, names as `backend:model`, then the
+    failover routes' names (owned by `llm-interactive-proxy`)."""
     ids = [(backend, f"{backend}:{m}") for backend, names in models.items() for m in names]
+    ids += [("llm-interactive-proxy", name) for name in routes]
     if protocol == "anthropic":
         data = [
             {"type": "model", "id": i, "display_name": i, "created_at": "1970-01-01T00:00:00Z"}

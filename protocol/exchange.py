@@ -76,6 +76,7 @@ class Exchange:
     session: Session | None = None
     answer: ChatResponse | None = None  # the backend's answer, whole or reassembled from a stream
     recorded: bool = False  # the usage row was written
+    redactions: int = 0  # secrets replaced in the prompt and the answer
     resuming: bool = False  # a failed connection is being replaced by the next attempt
     backend_protocol: ProtocolName | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)  # those the plan names

@@ -97,7 +97,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `redactions` column
 RECENT_MAX = 1000
 GROUP_KEYS = ("backend", "model", "project", "key", "day")
 GroupBy = Literal["backend", "model", "project", "key", "day"]
@@ -139,6 +139,7 @@ class UsageRow:
     ttft_ms: float | None = None
     stream: bool = False
     content: str | None = None  # kept only when the store's `store_content` is on
+    redactions: int = 0  # secrets replaced in the prompt and the answer (never the secrets)
 
 
 ROW_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRow))
@@ -191,8 +192,10 @@ def row_from_exchange(
     clock at the end; `project` defaults to the session's; `prices` defaults to the built-in
     table (cost null for a model it does not know).
     """
-    attempts = ex.route.attempts
-    attempt = ex.route.active or (attempts[-1] if attempts else None)
+    planned = ex.route.attempts
+    attempt = ex.route.active or (planned[-1] if planned else None)
+    # the attempts made (or skipped with a reason), not the plan's untried tail
+    attempts = planned[: ex.route.current + 1] if ex.route.active else planned
     end = ex.finished if ex.finished is not None else (now if now is not None else time.monotonic())
     usage = ex.usage
     backend = attempt.backend if attempt else None
@@ -229,6 +232,7 @@ def row_from_exchange(
         ttft_ms=(ex.first_byte - ex.started) * 1000.0 if ex.first_byte is not None else None,
         stream=ex.front.client_stream,
         content=content,
+        redactions=ex.redactions,
     )
 
 
@@ -430,6 +434,7 @@ CREATE TABLE IF NOT EXISTS usage (
   ttft_ms REAL,
   stream INTEGER NOT NULL,
   content TEXT,
+  redactions INTEGER NOT NULL DEFAULT 0,
   model_key TEXT GENERATED ALWAYS AS (coalesce(model_used, model_requested)) VIRTUAL,
   day INTEGER GENERATED ALWAYS AS (CAST(ts / 86400 AS INTEGER)) VIRTUAL
 )"""
@@ -509,6 +514,8 @@ def create_schema(con: sqlite3.Connection, *, indexes: bool = True) -> None:
             f"{SCHEMA_VERSION}: use a newer proxy or another file"
         )
     con.execute(TABLE_SQL)
+    if found == 1:  # version 1 had no `redactions` column
+        con.execute("ALTER TABLE usage ADD COLUMN redactions INTEGER NOT NULL DEFAULT 0")
     missing = [t for t, _ in _ROLLUPS.values() if not _table_exists(con, t)]
     for table, _ in _ROLLUPS.values():
         con.execute(_rollup_table_sql(table))
@@ -519,7 +526,7 @@ def create_schema(con: sqlite3.Connection, *, indexes: bool = True) -> None:
     if indexes:
         for sql in INDEX_SQL:
             con.execute(sql)
-    if found is None:
+    if found is None or found < SCHEMA_VERSION:
         con.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
 

@@ -27,6 +27,8 @@ from protocol.canonical import ChatRequest, Usage
 from protocol.exchange import Attempt, Exchange, Front, RoutePlan
 from protocol.usage_store import (
     RECENT_MAX,
+    SCHEMA_VERSION,
+    TABLE_SQL,
     UsageFilters,
     UsageRow,
     UsageStore,
@@ -159,7 +161,7 @@ def test_file_settings_and_reopen(tmp_path: Path) -> None:
         assert s.row_count() == 1
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     indexes = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert {"ix_usage_ts", "ix_usage_project_ts", "ix_usage_session_ts"} <= indexes
     con.execute("UPDATE schema_version SET version = 99")
@@ -659,3 +661,21 @@ def test_index_walks_serve_the_common_queries(
         store.stats(UsageFilters(backend="openai"), group_by=group)
     store.stats(UsageFilters(project="web"))
     store.stats(UsageFilters(project="web", since=T0 + DAY), group_by="project")
+
+
+def test_a_version_1_file_gains_the_redactions_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    old_table = TABLE_SQL.replace("  redactions INTEGER NOT NULL DEFAULT 0,\n", "")
+    con.execute(old_table)
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    con.execute("INSERT INTO schema_version VALUES (1)")
+    con.commit()
+    con.close()
+    with UsageStore(str(path)) as s:
+        s.record(row(redactions=3))
+        assert s.flush()
+        assert s.row_count() == 1
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT redactions FROM usage").fetchall() == [(3,)]
+    assert max(v for (v,) in con.execute("SELECT version FROM schema_version")) == SCHEMA_VERSION
