@@ -314,3 +314,13 @@ def test_broken_headers_object_never_raises() -> None:
             return 1
 
     assert parse_retry_after(Broken(), None, NOW) is None
+
+
+def test_a_key_used_by_failover_moves_the_rotation_past_it() -> None:
+    keys = [ApiKey(f"K{i}", f"v{i}") for i in range(3)]
+    pool = KeyPool(keys)
+    assert pool.next_key() == keys[0]
+    pool.used("K1")  # the failover took K1 after K0 failed
+    assert pool.next_key() == keys[2]
+    pool.used("nope")  # an unknown id changes nothing
+    assert pool.next_key() == keys[0]
