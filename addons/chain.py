@@ -24,6 +24,7 @@ from addons.failover import Failover  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.llmview import LLMView  # noqa: E402
 from addons.responses import Responses  # noqa: E402
+from addons.routes import Routes  # noqa: E402
 from addons.routing import Routing  # noqa: E402
 from addons.timeouts import Timeouts  # noqa: E402
 from addons.usage import UsageRecorder  # noqa: E402
@@ -56,6 +57,7 @@ def make_chain() -> list[object]:
         timeouts,
         Responses(config, timeouts),
         UsageRecorder(config),
+        Routes(config),
         LLMView(),
         ConfFile(),
     ]

@@ -185,6 +185,7 @@ class Commands:
             version=__version__,
             default_prefix=self.prefix,
             session_usage=await self._session_usage(session, commands),
+            routes=self.config.routes,
         )
         try:
             replies = run_commands(commands, session, context)

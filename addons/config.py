@@ -8,7 +8,6 @@ is known of whether each backend host accepts connections, the sessions and the 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from mitmproxy import ctx
 from mitmproxy.addonmanager import Loader
@@ -18,6 +17,7 @@ from protocol.catalog import ModelCatalog
 from protocol.env import load_env
 from protocol.keypool import KeyPool
 from protocol.reachability import Reachability
+from protocol.routes import RouteStore
 from protocol.sessions import SessionStore
 from protocol.usage_store import UsageStore
 
@@ -37,7 +37,7 @@ class Config:
         self.sessions = SessionStore()
         self.catalog = ModelCatalog()
         self.usage_store: UsageStore | None = None  # opened by the usage addon
-        self.routes: Any = None  # the failover routes (a RouteStore), when enabled
+        self.routes: RouteStore | None = None  # the failover routes (the routes addon's)
 
     def load(self, loader: Loader) -> None:
         loader.add_option(

@@ -1,21 +1,29 @@
 """What each in-chat command does to a session, and the reply it gives.
 
-This module owns the command set (`help`, `hello`, `set`, `unset`, `oneoff`, `models`), the
-validation of their arguments and their reply texts. `run_commands` checks every command of a
-message before applying any, so a message with one bad command changes nothing. The syntax is
-`protocol.commands`; the session record is `protocol.sessions`.
+This module owns the command set, the validation of their arguments and their reply texts:
+`help`, `hello`, `set`, `unset`, `oneoff`, `models`, `usage` (this session), and the failover
+route commands `create-failover-route`, `route-append`, `route-prepend`, `route-list`,
+`route-clear`, `delete-failover-route`, `list-failover-routes` (shared by all sessions).
+`run_commands` checks every command of a message before applying any, so a message with one
+bad command changes nothing; the route commands of one message are checked in order against
+the routes as the earlier ones leave them. The syntax is `protocol.commands`; the session
+record is `protocol.sessions`; the routes are `protocol.routes`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from protocol.backends import KINDS, Backend
 from protocol.commands import Command, normalise_name, valid_prefix
+from protocol.failover import POLICIES, Route
+from protocol.routes import NAME_RULES, RouteStore, check_name, check_policy
 from protocol.sessions import Session
 
 Apply = Callable[[Session], str]
@@ -36,6 +44,8 @@ class CommandContext:
     # this session's `/usage/stats` totals, looked up by the caller when a `usage` command is
     # present (None: usage recording is off)
     session_usage: Mapping[str, Any] | None = None
+    # the failover routes, shared by all sessions (None: routes are off)
+    routes: RouteStore | None = None
 
 
 class CommandError(Exception):
@@ -405,6 +415,221 @@ def _models(command: Command, ctx: CommandContext) -> Apply:
 
 
 # ------------------------------------------------------------------------------------------------
+# Failover routes: shared by all sessions, kept by `protocol.routes.RouteStore`.
+# ------------------------------------------------------------------------------------------------
+
+
+class _RouteDraft:
+    """The routes as the route commands of one message, checked so far, will leave them."""
+
+    def __init__(self, store: RouteStore) -> None:
+        self.store = store
+        self.changed: dict[str, Route | None] = {}  # None: deleted
+
+    def get(self, name: str) -> Route | None:
+        return self.changed[name] if name in self.changed else self.store.get(name)
+
+    def names(self) -> list[str]:
+        names = set(self.store.names())
+        for name, route in self.changed.items():
+            if route is None:
+                names.discard(name)
+            else:
+                names.add(name)
+        return sorted(names)
+
+
+# The draft of the message being checked (set by `run_commands`; a command checked alone by
+# `validate_command` is checked against the store as it is).
+_DRAFT: ContextVar[_RouteDraft | None] = ContextVar("route_draft", default=None)
+
+
+@contextlib.contextmanager
+def _message_draft(ctx: CommandContext) -> Iterator[None]:
+    token = _DRAFT.set(_RouteDraft(ctx.routes) if ctx.routes is not None else None)
+    try:
+        yield
+    finally:
+        _DRAFT.reset(token)
+
+
+def _draft(command: str, ctx: CommandContext) -> _RouteDraft:
+    if ctx.routes is None:
+        raise CommandError(command, "failover routes are off in this proxy (no route store)")
+    draft = _DRAFT.get()
+    if draft is None or draft.store is not ctx.routes:
+        draft = _RouteDraft(ctx.routes)
+    return draft
+
+
+def show_route(route: Route) -> str:
+    """`name [policy]: backend:model, backend:model`."""
+    return f"{route.name} [{route.policy}]: {', '.join(route.elements) or '(no elements)'}"
+
+
+def _route_kwargs(command: Command, keys: tuple[str, ...], form: str) -> dict[str, str]:
+    """The keyword arguments of a route command, each one of `keys` and given once."""
+    found: dict[str, str] = {}
+    for key, value in command.kwargs:
+        if key not in keys:
+            raise CommandError(command.name, f"unknown argument '{key}' (write {form})")
+        if key in found:
+            raise CommandError(command.name, f"'{key}' is given twice")
+        found[key] = value
+    return found
+
+
+def _route_name(command: Command, kwargs: Mapping[str, str], form: str) -> str:
+    name = (kwargs.get("name") or "").strip()
+    if not name:
+        raise CommandError(command.name, f"needs name=N, the route's name (write {form})")
+    return name
+
+
+def _known_route(command: Command, draft: _RouteDraft, name: str) -> Route:
+    route = draft.get(name)
+    if route is not None:
+        return route
+    names = draft.names()
+    same = [n for n in names if n.lower() == name.lower()]
+    close = list(dict.fromkeys(same + _closest(name, names)))[:3]
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    known = f"routes: {', '.join(names)}" if names else "there are no routes yet"
+    raise CommandError(command.name, f"no failover route '{name}'{hint} ({known})")
+
+
+def _name_only(command: Command, form: str) -> str:
+    """The route named by a command that takes `name=N` and nothing else."""
+    if command.args:
+        raise CommandError(command.name, f"takes name=N only, got '{command.args[0]}'")
+    return _route_name(command, _route_kwargs(command, ("name",), form), form)
+
+
+def _create_route(command: Command, ctx: CommandContext) -> Apply:
+    form = "create-failover-route(name=N, policy=k|m|km|mk)"
+    draft = _draft(command.name, ctx)
+    if command.args:
+        raise CommandError(command.name, f"takes name= and policy=, got '{command.args[0]}'")
+    kwargs = _route_kwargs(command, ("name", "policy"), form)
+    name = _route_name(command, kwargs, form)
+    try:
+        check_name(name)
+    except ValueError:
+        raise CommandError(command.name, f"route name must be {NAME_RULES}, got '{name}'") from None
+    if name.lower() in ctx.backends or name.lower() in KINDS:
+        raise CommandError(
+            command.name, f"'{name}' is a backend's name; give the route another name"
+        )
+    if "policy" not in kwargs:
+        raise CommandError(command.name, f"needs policy={'|'.join(POLICIES)} (write {form})")
+    try:
+        policy = check_policy(kwargs["policy"])
+    except ValueError:
+        raise CommandError(
+            command.name, f"policy must be one of {'|'.join(POLICIES)}, got '{kwargs['policy']}'"
+        ) from None
+    existing = draft.get(name)
+    if existing is not None:
+        raise CommandError(
+            command.name,
+            f"failover route '{name}' already exists ({show_route(existing)}); "
+            f"delete-failover-route(name={name}) first",
+        )
+    draft.changed[name] = Route(name, policy, [])
+    store = draft.store
+    return lambda session: f"created failover route {show_route(store.create(name, policy))}"
+
+
+def _add_elements(at_end: bool) -> Callable[[Command, CommandContext], Apply]:
+    """The validator of route-append (`at_end`) or route-prepend."""
+
+    def validate(command: Command, ctx: CommandContext) -> Apply:
+        form = f"{command.name}(name=N, backend:model, ...)"
+        draft = _draft(command.name, ctx)
+        name = _route_name(command, _route_kwargs(command, ("name",), form), form)
+        route = _known_route(command, draft, name)
+        if not command.args:
+            raise CommandError(
+                command.name, f"needs one or more backend:model elements (write {form})"
+            )
+        parsed = [parse_model(command.name, value, ctx) for value in command.args]
+        added = [element for element, _ in parsed]
+        notes = "".join(f"; {element}{note}" for element, note in parsed if note)
+        elements = [*route.elements, *added] if at_end else [*added, *route.elements]
+        draft.changed[name] = Route(name, route.policy, elements)
+        store = draft.store
+        verb = "appended" if at_end else "prepended"
+
+        def apply(session: Session) -> str:
+            new = store.append(name, added) if at_end else store.prepend(name, added)
+            return f"{verb} {_plural(len(added), 'element')}: {show_route(new)}{notes}"
+
+        return apply
+
+    return validate
+
+
+def _list_route(command: Command, ctx: CommandContext) -> Apply:
+    draft = _draft(command.name, ctx)
+    name = _name_only(command, "route-list(name=N)")
+    _known_route(command, draft, name)
+    store = draft.store
+
+    def describe(session: Session) -> str:
+        route = store.get(name)
+        return show_route(route) if route is not None else f"no failover route '{name}'"
+
+    return describe
+
+
+def _clear_route(command: Command, ctx: CommandContext) -> Apply:
+    draft = _draft(command.name, ctx)
+    name = _name_only(command, "route-clear(name=N)")
+    route = _known_route(command, draft, name)
+    draft.changed[name] = Route(name, route.policy, [])
+    store = draft.store
+    return lambda session: f"cleared {show_route(store.clear(name))}"
+
+
+def _delete_route(command: Command, ctx: CommandContext) -> Apply:
+    draft = _draft(command.name, ctx)
+    name = _name_only(command, "delete-failover-route(name=N)")
+    _known_route(command, draft, name)
+    draft.changed[name] = None
+    store = draft.store
+    return lambda session: f"deleted failover route {show_route(store.delete(name))}"
+
+
+def _list_routes(command: Command, ctx: CommandContext) -> Apply:
+    store = _draft(command.name, ctx).store
+    _no_args(command)
+
+    def describe(session: Session) -> str:
+        routes = store.routes()
+        if not routes:
+            return (
+                "no failover routes; create one with "
+                f"{_prefix(session, ctx)}create-failover-route(name=N, policy=km)"
+            )
+        return "\n".join(show_route(route) for route in routes)
+
+    return describe
+
+
+_POLICY_HELP = (
+    """policies:
+  k: the first element only, each of its backend's keys in turn
+  m: every element in order, one key each
+  km: every element in order, all of its keys
+  mk: key 1 of every element, then key 2 of every element, ...
+route names: """
+    + NAME_RULES
+    + """, not a backend's name; case-sensitive.
+routes are shared by all sessions and kept across restarts."""
+)
+
+
+# ------------------------------------------------------------------------------------------------
 # The registry and the runner.
 # ------------------------------------------------------------------------------------------------
 
@@ -494,6 +719,68 @@ COMMANDS: dict[str, CommandSpec] = {
             ("usage",),
             _usage,
         ),
+        CommandSpec(
+            "create-failover-route",
+            ("create-failover-route(name=N, policy=k|m|km|mk)",),
+            "create a failover route; requesting model N then uses it (all sessions)",
+            _POLICY_HELP,
+            (
+                "create-failover-route(name=smart, policy=km)",
+                "create-failover-route(name=cheap, policy=m)",
+            ),
+            _create_route,
+        ),
+        CommandSpec(
+            "route-append",
+            ("route-append(name=N, backend:model, ...)",),
+            "add backend:model elements at the end of route N",
+            "elements are tried in order; write backend:model or backend/model",
+            (
+                "route-append(name=smart, openai:gpt-4o, anthropic:claude-sonnet-4-5)",
+                "route-append(name=smart, openrouter/meta-llama/llama-3.1-70b-instruct)",
+            ),
+            _add_elements(at_end=True),
+        ),
+        CommandSpec(
+            "route-prepend",
+            ("route-prepend(name=N, backend:model, ...)",),
+            "add backend:model elements at the start of route N, in the order given",
+            "",
+            ("route-prepend(name=smart, anthropic:claude-opus-4-1)",),
+            _add_elements(at_end=False),
+        ),
+        CommandSpec(
+            "route-list",
+            ("route-list(name=N)",),
+            "show route N: policy and elements",
+            "",
+            ("route-list(name=smart)",),
+            _list_route,
+        ),
+        CommandSpec(
+            "route-clear",
+            ("route-clear(name=N)",),
+            "remove every element of route N (the route and its policy stay)",
+            "",
+            ("route-clear(name=smart)",),
+            _clear_route,
+        ),
+        CommandSpec(
+            "delete-failover-route",
+            ("delete-failover-route(name=N)",),
+            "delete route N",
+            "a route from mitm.conf comes back from it at the next start",
+            ("delete-failover-route(name=smart)",),
+            _delete_route,
+        ),
+        CommandSpec(
+            "list-failover-routes",
+            ("list-failover-routes",),
+            "every failover route, with its policy and elements",
+            "",
+            ("list-failover-routes",),
+            _list_routes,
+        ),
     )
 }
 
@@ -515,5 +802,6 @@ def run_commands(commands: list[Command], session: Session, ctx: CommandContext)
 
     Raises CommandError (and changes nothing) when any command is unknown or has a bad argument.
     """
-    appliers = [validate_command(command, ctx) for command in commands]
+    with _message_draft(ctx):
+        appliers = [validate_command(command, ctx) for command in commands]
     return [apply(session) for apply in appliers]

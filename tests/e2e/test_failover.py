@@ -38,6 +38,14 @@ FRONT_BACKEND_MODEL = {
 }
 
 
+ROUTES = {
+    "r-k": "k:openai:gpt-4o-k,anthropic:claude-k",
+    "r-m": "m:openai:gpt-4o-m,anthropic:claude-m,gemini:gemini-2.5-m",
+    "r-km": "km:openai:gpt-4o-km,anthropic:claude-km",
+    "r-mk": "mk:openai:gpt-4o-mk,anthropic:claude-mk",
+}
+
+
 @pytest.fixture(scope="module")
 def pooled(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
     env: dict[str, str] = {}
@@ -53,7 +61,10 @@ def pooled(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iter
             tmp_path_factory.mktemp("conf-failover"),
             env=env,
             drop=tuple(f"{b.upper()}_API_KEY" for b in KEYS),
-            extra=["llm_first_byte_timeout=2"],
+            extra=[
+                "llm_first_byte_timeout=2",
+                *(f"llm_routes={name}={spec}" for name, spec in ROUTES.items()),
+            ],
         ) as process:
             yield process
     finally:
@@ -284,3 +295,95 @@ def test_every_connection_resetting_gives_502_listing_them(
     # the next request is answered normally (nothing is left half-done in the proxy)
     upstream.set_default(Reply(text="fine again"))
     assert call("anthropic", pooled, "anthropic:claude-sonnet-4-5", stream=True).text == "fine again"
+
+
+def attempts_seen(upstream: Upstream) -> list[tuple[str, str | None, int | None]]:
+    """(backend, key, status) of each chat request the upstream saw, in order."""
+    return [
+        (r.backend, r.key, r.status) for r in upstream.requests if r.method == "POST" and r.model
+    ]
+
+
+def key_index(backend: str, key: str | None) -> int:
+    return KEYS[backend].index(key or "")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_route_fails_over_to_another_backend(
+    front: str, stream: bool, pooled: ProxyProcess, upstream: Upstream
+) -> None:
+    upstream.set_default(Reply(status=503, error_message="down"), backend="openai")
+    upstream.set_default(Reply(text="anthropic took over"), backend="anthropic")
+    got = call(front, pooled, "r-km", stream=stream)
+    assert got.text == "anthropic took over"
+    seen = attempts_seen(upstream)
+    assert [b for b, _, _ in seen] == ["openai", "openai", "anthropic"]
+    assert upstream.last("anthropic").model == "claude-km"
+
+
+def test_each_policy_orders_the_attempts(pooled: ProxyProcess, upstream: Upstream) -> None:
+    upstream.set_default(Reply(status=500, error_message="all down"))
+    orders: dict[str, list[tuple[str, int]]] = {}
+    for route in ROUTES:
+        upstream.clear()
+        with pytest.raises(openai.APIStatusError) as caught:
+            call("openai", pooled, route, stream=False)
+        assert caught.value.status_code == 500
+        orders[route] = [(b, key_index(b, k)) for b, k, _ in attempts_seen(upstream)]
+    # k: the first element with each of its keys
+    assert [b for b, _ in orders["r-k"]] == ["openai", "openai"]
+    assert sorted(i for _, i in orders["r-k"]) == [0, 1]
+    # m: each element once, one key each
+    assert [b for b, _ in orders["r-m"]] == ["openai", "anthropic", "gemini"]
+    # km: each element with all its keys
+    assert [b for b, _ in orders["r-km"]] == ["openai", "openai", "anthropic", "anthropic"]
+    # mk: key index outer, element inner
+    assert [b for b, _ in orders["r-mk"]] == ["openai", "anthropic", "openai", "anthropic"]
+    assert orders["r-mk"][0][1] != orders["r-mk"][2][1]
+
+
+def test_routes_are_listed_with_the_models(pooled: ProxyProcess) -> None:
+    ids = {m.id for m in clients.openai_client(pooled.url, PROXY_KEY).models.list()}
+    assert set(ROUTES) <= ids
+    claude = anthropic.Anthropic(base_url=f"{pooled.url}/anthropic", api_key=PROXY_KEY)
+    assert set(ROUTES) <= {m.id for m in claude.models.list()}
+    gemini = clients.gemini_client(pooled.url, PROXY_KEY)
+    names = {m.name for m in gemini.models.list()}
+    assert {f"models/{r}" for r in ROUTES} <= names
+
+
+def _say(proxy: ProxyProcess, text: str) -> str:
+    reply = clients.openai_client(proxy.url, PROXY_KEY).chat.completions.create(
+        model="openai:gpt-4o",
+        messages=[{"role": "user", "content": text}],
+        extra_headers={"x-session-id": "route-maker"},
+    )
+    return reply.choices[0].message.content or ""
+
+
+def test_routes_made_in_the_chat_work_and_survive_a_restart(
+    upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    confdir = tmp_path_factory.mktemp("conf-routes")
+    with running_proxy(upstream, confdir) as proxy:
+        reply = _say(
+            proxy,
+            "!/create-failover-route(name=chat-route, policy=m) "
+            "!/route-append(name=chat-route, openai:gpt-4o-chat, gemini:gemini-2.5-chat)",
+        )
+        assert "chat-route [m]: openai:gpt-4o-chat, gemini:gemini-2.5-chat" in reply
+        assert "chat-route" in _say(proxy, "!/list-failover-routes")
+        assert not attempts_seen(upstream)  # commands are answered by the proxy
+        upstream.set_default(Reply(status=429, error_message="slow"), backend="openai")
+        upstream.set_default(Reply(text="gemini answered"), backend="gemini")
+        assert call("anthropic", proxy, "chat-route", stream=True).text == "gemini answered"
+        upstream.reset()
+    with running_proxy(upstream, confdir) as proxy:  # the same usage file
+        assert "chat-route [m]: openai:gpt-4o-chat, gemini:gemini-2.5-chat" in _say(
+            proxy, "!/route-list(name=chat-route)"
+        )
+        upstream.set_default(Reply(text="still routed"))
+        assert call("gemini", proxy, "chat-route", stream=False).text == "still routed"
+        assert upstream.last().backend == "openai"
+        assert "deleted" in _say(proxy, "!/delete-failover-route(name=chat-route)")

@@ -1,5 +1,7 @@
 """What each in-chat command does to a session, its replies, and its errors."""
 
+from pathlib import Path
+
 import pytest
 
 from protocol.backends import load_backends
@@ -11,6 +13,8 @@ from protocol.command_handlers import (
     run_commands,
 )
 from protocol.commands import parse_commands
+from protocol.failover import Route
+from protocol.routes import RouteStore
 from protocol.sessions import Session
 
 ENV = {
@@ -253,23 +257,10 @@ def test_nothing_applies_when_any_command_is_bad(session: Session, ctx: CommandC
     assert session.model is None and session.oneoff is None and session.temperature is None
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "create-failover-route",
-        "route-append",
-        "route-prepend",
-        "route-list",
-        "route-clear",
-        "delete-failover-route",
-        "list-failover-routes",
-        "nope",
-    ],
-)
-def test_other_commands_are_unknown(name: str, session: Session, ctx: CommandContext) -> None:
-    message = error(f"!/set(project=x) !/{name}(name=r)", session, ctx)
-    assert message.startswith(f"{name}: unknown command")
-    assert "help, hello, set, unset, oneoff, models, usage" in message
+def test_unknown_commands_change_nothing(session: Session, ctx: CommandContext) -> None:
+    message = error("!/set(project=x) !/nope(name=r)", session, ctx)
+    assert message.startswith("nope: unknown command")
+    assert "help, hello, set, unset, oneoff, models, usage, create-failover-route" in message
     assert session.project is None
 
 
@@ -341,10 +332,18 @@ def test_oneoff_accepts_model_keyword(session: Session, ctx: CommandContext) -> 
 
 
 def test_usage_reports_the_session_totals(session: Session, ctx: CommandContext) -> None:
-    totals = {"requests": 3, "errors": 1, "input_tokens": 120, "output_tokens": 40,
-              "reasoning_tokens": 5, "cached_tokens": 0, "cost_usd": 0.0012}
-    with_usage = CommandContext(ctx.backends, ctx.models, ctx.version, ctx.default_prefix,
-                                session_usage=totals)
+    totals = {
+        "requests": 3,
+        "errors": 1,
+        "input_tokens": 120,
+        "output_tokens": 40,
+        "reasoning_tokens": 5,
+        "cached_tokens": 0,
+        "cost_usd": 0.0012,
+    }
+    with_usage = CommandContext(
+        ctx.backends, ctx.models, ctx.version, ctx.default_prefix, session_usage=totals
+    )
     (reply,) = run_commands(parse_commands("!/usage"), session, with_usage)
     assert "3 requests (1 failed)" in reply and "120 tokens in, 40 out" in reply
     assert "$0.0012" in reply
@@ -352,3 +351,249 @@ def test_usage_reports_the_session_totals(session: Session, ctx: CommandContext)
     assert "usage recording is off" in off
     with pytest.raises(CommandError, match="usage"):
         run_commands(parse_commands("!/usage(x)"), session, with_usage)
+
+
+# ------------------------------------------------------------------------------------------------
+# Failover routes
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def routes() -> RouteStore:
+    return RouteStore()
+
+
+@pytest.fixture
+def rctx(ctx: CommandContext, routes: RouteStore) -> CommandContext:
+    return CommandContext(ctx.backends, ctx.models, ctx.version, ctx.default_prefix, routes=routes)
+
+
+@pytest.fixture
+def smart(routes: RouteStore) -> Route:
+    routes.create("smart", "km")
+    return routes.append("smart", ["openai:gpt-4o", "anthropic:claude-sonnet-4-5"])
+
+
+def test_create_failover_route(session: Session, rctx: CommandContext, routes: RouteStore) -> None:
+    assert run("!/create-failover-route(name=Smart.v2, policy=KM)", session, rctx) == [
+        "created failover route Smart.v2 [km]: (no elements)"
+    ]
+    assert routes.get("Smart.v2") == Route("Smart.v2", "km", [])
+    assert routes.get("smart.v2") is None
+
+
+@pytest.mark.usefixtures("smart")
+def test_route_append_and_prepend(
+    session: Session, rctx: CommandContext, routes: RouteStore
+) -> None:
+    assert run("!/route-append(name=smart, openai/gpt-4o-mini)", session, rctx) == [
+        "appended 1 element: smart [km]: openai:gpt-4o, anthropic:claude-sonnet-4-5, "
+        "openai:gpt-4o-mini"
+    ]
+    assert run(
+        "!/route-prepend(name=smart, Anthropic:claude-opus-4-1, gemini:gemini-2.5-pro)",
+        session,
+        rctx,
+    ) == [
+        "prepended 2 elements: smart [km]: anthropic:claude-opus-4-1, gemini:gemini-2.5-pro, "
+        "openai:gpt-4o, anthropic:claude-sonnet-4-5, openai:gpt-4o-mini"
+    ]
+    route = routes.get("smart")
+    assert route is not None and route.elements[:2] == [
+        "anthropic:claude-opus-4-1",
+        "gemini:gemini-2.5-pro",
+    ]
+
+
+@pytest.mark.usefixtures("smart")
+def test_route_append_notes_a_model_not_in_the_list(
+    session: Session, rctx: CommandContext, routes: RouteStore
+) -> None:
+    [reply] = run("!/route-append(name=smart, openai:gpt-4o-mni)", session, rctx)
+    assert reply.startswith("appended 1 element: smart [km]: ")
+    assert reply.endswith(
+        "; openai:gpt-4o-mni (not in openai's model list; closest: openai:gpt-4o-mini, "
+        "openai:gpt-4o)"
+    )
+    route = routes.get("smart")
+    assert route is not None and route.elements[-1] == "openai:gpt-4o-mni"
+
+
+@pytest.mark.usefixtures("smart")
+def test_route_list_clear_delete(
+    session: Session, rctx: CommandContext, routes: RouteStore
+) -> None:
+    assert run("!/route-list(name=smart)", session, rctx) == [
+        "smart [km]: openai:gpt-4o, anthropic:claude-sonnet-4-5"
+    ]
+    assert run("!/route-clear(name=smart)", session, rctx) == ["cleared smart [km]: (no elements)"]
+    assert routes.get("smart") == Route("smart", "km", [])
+    assert run("!/delete-failover-route(name=smart)", session, rctx) == [
+        "deleted failover route smart [km]: (no elements)"
+    ]
+    assert routes.names() == []
+
+
+def test_list_failover_routes(session: Session, rctx: CommandContext, routes: RouteStore) -> None:
+    assert run("!/list-failover-routes", session, rctx) == [
+        "no failover routes; create one with !/create-failover-route(name=N, policy=km)"
+    ]
+    routes.create("b", "k")
+    routes.create("a", "mk")
+    routes.append("a", ["openai:gpt-4o"])
+    assert run("!/list-failover-routes", session, rctx) == [
+        "a [mk]: openai:gpt-4o\nb [k]: (no elements)"
+    ]
+
+
+def test_route_commands_of_one_message_see_the_earlier_ones(
+    session: Session, rctx: CommandContext, routes: RouteStore
+) -> None:
+    replies = run(
+        "!/create-failover-route(name=r, policy=m) !/route-append(name=r, openai:gpt-4o)"
+        " !/route-prepend(name=r, anthropic:claude-opus-4-1) !/route-list(name=r)"
+        " !/delete-failover-route(name=r) !/create-failover-route(name=r, policy=k)",
+        session,
+        rctx,
+    )
+    assert replies[3] == "r [m]: anthropic:claude-opus-4-1, openai:gpt-4o"
+    assert replies[5] == "created failover route r [k]: (no elements)"
+    assert routes.get("r") == Route("r", "k", [])
+
+
+def test_routes_are_shared_by_all_sessions(session: Session, rctx: CommandContext) -> None:
+    run("!/create-failover-route(name=shared, policy=k)", session, rctx)
+    other = Session("s-other", created=0, last_seen=0)
+    assert run("!/route-list(name=shared)", other, rctx) == ["shared [k]: (no elements)"]
+
+
+def test_route_commands_persist_through_the_store(
+    session: Session, ctx: CommandContext, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "proxy.sqlite")
+    with RouteStore(db) as store:
+        on_disk = CommandContext(
+            ctx.backends, ctx.models, ctx.version, ctx.default_prefix, routes=store
+        )
+        run(
+            "!/create-failover-route(name=r, policy=mk) !/route-append(name=r, openai:gpt-4o)",
+            session,
+            on_disk,
+        )
+    with RouteStore(db) as again:
+        assert again.get("r") == Route("r", "mk", ["openai:gpt-4o"])
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        # create-failover-route
+        ("create-failover-route(name='a b', policy=k)", ["route name must be 1-64 characters"]),
+        ("create-failover-route(name=a:b, policy=k)", ["route name must be"]),
+        ("create-failover-route(name=x/y, policy=k)", ["route name must be"]),
+        (f"create-failover-route(name={'x' * 65}, policy=k)", ["route name must be"]),
+        ("create-failover-route(name=OpenAI, policy=k)", ["'OpenAI' is a backend's name"]),
+        ("create-failover-route(name=openrouter, policy=k)", ["is a backend's name"]),
+        ("create-failover-route(name=r, policy=km2)", ["policy must be one of k|m|km|mk"]),
+        ("create-failover-route(name=r)", ["needs policy=k|m|km|mk"]),
+        ("create-failover-route(policy=k)", ["needs name=N"]),
+        ("create-failover-route(r, k)", ["takes name= and policy=, got 'r'"]),
+        ("create-failover-route(name=r, policy=k, keys=2)", ["unknown argument 'keys'"]),
+        ("create-failover-route(name=r, name=q, policy=k)", ["'name' is given twice"]),
+        ("create-failover-route(name=smart, policy=k)", ["'smart' already exists", "smart [km]"]),
+        # route-append / route-prepend
+        (
+            "route-append(name=smrt, openai:gpt-4o)",
+            ["no failover route 'smrt'", "did you mean smart"],
+        ),
+        ("route-prepend(name=SMART, openai:gpt-4o)", ["did you mean smart", "routes: new, smart"]),
+        ("route-append(name=smart)", ["needs one or more backend:model elements"]),
+        ("route-append(openai:gpt-4o)", ["needs name=N"]),
+        ("route-append(name=smart, policy=k, openai:gpt-4o)", ["unknown argument 'policy'"]),
+        (
+            "route-append(name=smart, antropic:claude-sonnet-4-5)",
+            ["backend 'antropic'", "closest: anthropic:claude-sonnet-4-5"],
+        ),
+        (
+            "route-prepend(name=smart, gpt-4o)",
+            ["'gpt-4o' names no backend", "closest: openai:gpt-4o"],
+        ),
+        (
+            "route-append(name=smart, openai:gpt-4o, openrouter:x/y)",
+            ["backend 'openrouter'", "is not configured (set OPENROUTER_API_KEY)"],
+        ),
+        ("route-append(name=smart, openai:)", ["names no model"]),
+        # route-list, route-clear, delete-failover-route, list-failover-routes
+        ("route-list(name=dumb)", ["no failover route 'dumb'", "(routes: new, smart)"]),
+        ("route-list", ["needs name=N"]),
+        ("route-list(smart)", ["takes name=N only, got 'smart'"]),
+        ("route-clear(name=smar)", ["no failover route 'smar'; did you mean smart"]),
+        ("route-clear(name=smart, policy=k)", ["unknown argument 'policy'"]),
+        ("delete-failover-route(name=x)", ["no failover route 'x'"]),
+        ("delete-failover-route()", ["needs name=N"]),
+        ("list-failover-routes(name=smart)", ["takes no arguments"]),
+    ],
+)
+@pytest.mark.usefixtures("smart")
+def test_route_command_errors_change_nothing(
+    text: str, fragments: list[str], session: Session, rctx: CommandContext, routes: RouteStore
+) -> None:
+    before = routes.routes()
+    name = text.partition("(")[0]
+    message = error(f"!/create-failover-route(name=new, policy=k) !/{text}", session, rctx)
+    assert message.startswith(f"{name}: ")
+    for fragment in fragments:
+        assert fragment in message
+    assert routes.routes() == before
+
+
+def test_unknown_route_without_any_routes(session: Session, rctx: CommandContext) -> None:
+    assert "(there are no routes yet)" in error("!/route-list(name=r)", session, rctx)
+
+
+@pytest.mark.usefixtures("smart")
+def test_a_bad_command_after_route_changes_applies_none_of_them(
+    session: Session, rctx: CommandContext, routes: RouteStore
+) -> None:
+    before = routes.routes()
+    text = (
+        "!/route-clear(name=smart) !/create-failover-route(name=r, policy=k)"
+        " !/route-append(name=r, openai:gpt-4o) !/set(temperature=9)"
+    )
+    assert error(text, session, rctx).startswith("set: temperature")
+    assert routes.routes() == before
+    text = "!/delete-failover-route(name=smart) !/route-append(name=smart, openai:gpt-4o)"
+    assert "no failover route 'smart'" in error(text, session, rctx)
+    assert routes.routes() == before
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "create-failover-route(name=r, policy=k)",
+        "route-append(name=r, openai:gpt-4o)",
+        "route-prepend(name=r, openai:gpt-4o)",
+        "route-list(name=r)",
+        "route-clear(name=r)",
+        "delete-failover-route(name=r)",
+        "list-failover-routes",
+    ],
+)
+def test_route_commands_when_routes_are_off(
+    text: str, session: Session, ctx: CommandContext
+) -> None:
+    message = error(f"!/{text}", session, ctx)
+    assert (
+        message
+        == f"{text.partition('(')[0]}: failover routes are off in this proxy (no route store)"
+    )
+
+
+def test_help_for_the_route_commands(session: Session, ctx: CommandContext) -> None:
+    [listing] = run("!/help", session, ctx)
+    assert "!/route-append(name=N, backend:model, ...) - add backend:model elements" in listing
+    assert "\n!/list-failover-routes - every failover route" in listing
+    [details] = run("!/help(create_failover_route)", session, ctx)
+    assert details.startswith("!/create-failover-route(name=N, policy=k|m|km|mk) - ")
+    assert "  mk: key 1 of every element, then key 2" in details
+    assert "!/create-failover-route(name=smart, policy=km)" in details
