@@ -63,6 +63,7 @@ def pooled(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iter
             drop=tuple(f"{b.upper()}_API_KEY" for b in KEYS),
             extra=[
                 "llm_first_byte_timeout=2",
+                "llm_idle_timeout=2",
                 *(f"llm_routes={name}={spec}" for name, spec in ROUTES.items()),
             ],
         ) as process:
@@ -387,3 +388,17 @@ def test_routes_made_in_the_chat_work_and_survive_a_restart(
         assert call("gemini", proxy, "chat-route", stream=False).text == "still routed"
         assert upstream.last().backend == "openai"
         assert "deleted" in _say(proxy, "!/delete-failover-route(name=chat-route)")
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_stream_that_goes_silent_ends_with_an_error(
+    front: str, pooled: ProxyProcess, upstream: Upstream
+) -> None:
+    """After bytes reached the client nothing can be retried: the stream ends with an error
+    event in the client's protocol (llm_idle_timeout=2) and the upstream is let go."""
+    upstream.set_default(Reply(text="first part, then silence", text_chunks=3, chunk_delay=5))
+    started = time.monotonic()
+    with pytest.raises(Exception) as caught:
+        call(front, pooled, f"{FRONT_BACKEND_MODEL[front]}-idle", stream=True)
+    assert time.monotonic() - started < 5
+    assert "sent nothing for 2 s" in str(caught.value)

@@ -206,7 +206,7 @@ def check_request_shape(body: dict[str, Any]) -> None:
     if "thinking" in body:
         _check_td(body["thinking"], ThinkingConfigEnabledParam, "thinking")
         assert 1024 <= body["thinking"]["budget_tokens"] < body["max_tokens"]
-        assert "temperature" not in body and "top_k" not in body
+        assert body.get("temperature", 1) == 1 and "top_k" not in body
     # and the SDK itself takes it (sampling fields go through extra_body, as SDK 1.x+ wants)
     sampling = {k: body[k] for k in _SAMPLING if k in body}
     kwargs = {k: v for k, v in body.items() if k not in _SAMPLING and k != "stream"}
@@ -860,7 +860,7 @@ def test_convert_reasoning() -> None:
     out = render(Reasoning(effort="low"), max_tokens=1000, temperature=0.3, top_k=4, top_p=0.5)
     assert out["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert out["max_tokens"] == 2048 + 1024
-    assert "temperature" not in out and "top_k" not in out and "top_p" not in out
+    assert out["temperature"] == 1 and "top_k" not in out and "top_p" not in out
     assert render(Reasoning(effort="medium"), max_tokens=64000)["thinking"]["budget_tokens"] == 8192
     assert render(Reasoning(effort="high"))["thinking"]["budget_tokens"] == 16384
     assert render(Reasoning(effort="minimal"))["thinking"]["budget_tokens"] == 1024

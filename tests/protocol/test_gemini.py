@@ -845,9 +845,19 @@ def test_convert_tool_choice(choice: ToolChoice, expected: dict[str, Any]) -> No
 @pytest.mark.parametrize(
     ("reasoning", "expected"),
     [
-        (Reasoning(budget_tokens=3000, enabled=True), {"thinkingBudget": 3000}),
-        (Reasoning(effort="low"), {"thinkingBudget": 1024}),
-        (Reasoning(effort="high", budget_tokens=99), {"thinkingBudget": 99}),
+        (
+            Reasoning(budget_tokens=3000, enabled=True),
+            {"thinkingBudget": 3000, "includeThoughts": True},
+        ),
+        (Reasoning(effort="low"), {"thinkingBudget": 1024, "includeThoughts": True}),
+        (
+            Reasoning(effort="high", budget_tokens=99),
+            {"thinkingBudget": 99, "includeThoughts": True},
+        ),
+        (
+            Reasoning(effort="high", budget_tokens=99, include_thoughts=False),
+            {"thinkingBudget": 99, "includeThoughts": False},
+        ),
         (Reasoning(effort="none"), {"thinkingBudget": 0}),
         (Reasoning(enabled=False), {"thinkingBudget": 0}),
         (
@@ -1774,7 +1784,7 @@ reasonings = st.one_of(
     st.none(),
     st.builds(
         lambda n, i: Reasoning(budget_tokens=n, enabled=True, include_thoughts=i),
-        st.integers(1, 30000),
+        st.integers(1, 24576),  # gemini-2.5-flash's thinkingBudget range
         st.none() | st.booleans(),
     ),
     st.builds(
@@ -1870,6 +1880,9 @@ def normalise_foreign(req: ChatRequest) -> dict[str, Any]:
         messages.append((m.role, parts))
     data = strip_extras(req.model_dump())
     data.update(messages=messages, source=None)
+    reasoning = data["reasoning"]
+    if reasoning and reasoning["enabled"] and reasoning["include_thoughts"] is None:
+        reasoning["include_thoughts"] = True  # converting asks for the thoughts back
     if not req.tools:
         data["tool_choice"] = None  # a calling config alone is not sent
     return data

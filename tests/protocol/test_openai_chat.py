@@ -687,9 +687,10 @@ def test_render_converted_request() -> None:
     [
         (Reasoning(effort="high", budget_tokens=100), "high"),
         (Reasoning(budget_tokens=1024), "low"),
-        (Reasoning(budget_tokens=1025), "medium"),
-        (Reasoning(budget_tokens=8192), "medium"),
-        (Reasoning(budget_tokens=8193), "high"),
+        (Reasoning(budget_tokens=4096), "low"),
+        (Reasoning(budget_tokens=4097), "medium"),
+        (Reasoning(budget_tokens=12288), "medium"),
+        (Reasoning(budget_tokens=12289), "high"),
         (Reasoning(budget_tokens=0), None),
         (Reasoning(budget_tokens=-1), None),
         (Reasoning(enabled=False, budget_tokens=3000), None),

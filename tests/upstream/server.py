@@ -526,7 +526,11 @@ class UpstreamApp:
             status=200,
             headers={"Content-Type": content_type, "Cache-Control": "no-cache", **headers},
         )
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionResetError:
+            record.error = "the client went away before the answer"
+            return response
         pieces: list[bytes] = chunks
         if reply.split_bytes:
             data = b"".join(chunks)
