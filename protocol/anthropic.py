@@ -18,12 +18,13 @@ Decisions where the API leaves room:
 - Mid-conversation system messages: the installed SDK's `MessageParam` allows `role: "system"`
   (`SystemMessageParam`, text blocks only), so they are rendered as such. When converting,
   system messages that come before any user/assistant turn go to the top-level `system`.
-- Reasoning when converting: `budget_tokens` if given, else the effort mapped by
-  `EFFORT_BUDGET`, else (enabled with nothing else) the `medium` budget; never below
-  `MIN_THINKING_BUDGET`. Anthropic wants the budget below `max_tokens`, so `max_tokens` is raised
-  to `budget + MIN_THINKING_BUDGET` when it is not larger. Effort `none` / `enabled=False` omit
-  `thinking`. Thinking is incompatible with forced tool use (then thinking is omitted), with
-  `temperature`/`top_k` (dropped) and with `top_p` below 0.95 (dropped); each logged at debug.
+- Reasoning when converting (or edited by a session): `thinking` from
+  `protocol.reasoning.anthropic_thinking` and its table: `budget_tokens` if given, else the
+  effort's budget, else (enabled with nothing else) the `medium` budget; never below 1024 and
+  always below `max_tokens`, which is raised when needed. Effort `none` / `enabled=False` omit
+  `thinking`. Thinking is incompatible with forced tool use (then thinking is omitted), with a
+  temperature other than 1 (set to 1), `top_k` (dropped) and `top_p` below 0.95 (dropped);
+  each logged at debug.
 - Temperature is clamped to 0..1 and `top_p` is dropped when `temperature` is also set (newer
   Claude models reject both), only when converting.
 """
@@ -64,6 +65,12 @@ from protocol.canonical import (
     Usage,
 )
 from protocol.codec import ProtocolError, error_kind
+from protocol.reasoning import (
+    anthropic_thinking,
+    clamp_temperature,
+    current_table,
+    thinking_sampling,
+)
 from protocol.sse import SSEDecoder, SSEEvent
 
 log = logging.getLogger(__name__)
@@ -73,18 +80,7 @@ NAME: ProtocolName = "anthropic"
 DEFAULT_MAX_TOKENS = 8192
 """`max_tokens` sent when the request came from a protocol that did not set one."""
 
-MIN_THINKING_BUDGET = 1024
-"""Anthropic's smallest `budget_tokens`; also the head room kept above the budget in max_tokens."""
-
-EFFORT_BUDGET: dict[str, int] = {
-    "minimal": 1024,
-    "low": 2048,
-    "medium": 8192,
-    "high": 16384,
-    "xhigh": 24576,
-}
-"""Thinking budget for a canonical effort level when converting (xhigh stays under 32000,
-the smallest max output of the thinking models, with its head room)."""
+_NO_LIMIT = 1 << 31  # max_tokens to reason with when the body has none (count_tokens)
 
 _META = "_anthropic"  # private extras key: shape details for the identical round trip
 
@@ -1094,8 +1090,15 @@ def _render_reasoning(
             if r.effort in _ANTHROPIC_EFFORTS:
                 oc = out.get("output_config")
                 out["output_config"] = {**(oc if isinstance(oc, dict) else {}), "effort": r.effort}
+            _fit_thinking_sampling(out)
             return
-    thinking = _thinking_config(r)
+    max_tokens = out.get("max_tokens")
+    limit = (
+        max_tokens
+        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
+        else _NO_LIMIT
+    )
+    thinking, raised = anthropic_thinking(r, limit, current_table())
     if thinking is None:
         if same and r is not None and r.enabled is False:
             out["thinking"] = {"type": "disabled"}
@@ -1106,20 +1109,24 @@ def _render_reasoning(
     if _open_tool_loop_without_thinking(out["messages"]):
         log.debug("not enabling thinking: the open tool-use turn has no thinking block")
         return
-    budget = thinking["budget_tokens"]
-    max_tokens = out.get("max_tokens")
-    if _is_int(max_tokens) and max_tokens <= budget:
-        log.debug("raising max_tokens %s above the thinking budget %s", max_tokens, budget)
-        out["max_tokens"] = budget + MIN_THINKING_BUDGET
+    if raised != limit:
+        out["max_tokens"] = raised
     out["thinking"] = thinking
-    for key in ("temperature", "top_k"):
-        if key in out:
-            log.debug("dropping %s: Anthropic does not allow it with thinking", key)
-            del out[key]
-    top_p = out.get("top_p")
-    if top_p is not None and top_p < 0.95:
-        log.debug("dropping top_p %s: Anthropic wants 0.95..1 with thinking", top_p)
-        del out["top_p"]
+    _fit_thinking_sampling(out)
+
+
+def _fit_thinking_sampling(out: dict[str, Any]) -> None:
+    """Temperature 1, no top_k, top_p from 0.95: what Anthropic accepts with thinking on."""
+    temperature, top_p, top_k, notes = thinking_sampling(
+        out.get("temperature"), out.get("top_p"), out.get("top_k")
+    )
+    for key, value in (("temperature", temperature), ("top_p", top_p), ("top_k", top_k)):
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    for note in notes:
+        log.debug("%s", note)
 
 
 def _open_tool_loop_without_thinking(messages: list[dict[str, Any]]) -> bool:
@@ -1144,28 +1151,10 @@ def _open_tool_loop_without_thinking(messages: list[dict[str, Any]]) -> bool:
     return False
 
 
-def _thinking_config(r: Reasoning | None) -> dict[str, Any] | None:
-    if r is None or r.enabled is False or r.effort == "none":
-        return None
-    budget = r.budget_tokens
-    if budget is not None:
-        if budget == 0:
-            return None
-        if budget < 0:  # "dynamic" (Gemini's -1)
-            budget = None
-    if budget is None and r.effort is not None:
-        budget = EFFORT_BUDGET.get(r.effort)
-    if budget is None:
-        if not r.enabled:
-            return None
-        budget = EFFORT_BUDGET["medium"]
-    return {"type": "enabled", "budget_tokens": max(budget, MIN_THINKING_BUDGET)}
-
-
 def _fit_sampling(out: dict[str, Any]) -> None:
     temperature = out.get("temperature")
     if temperature is not None:
-        clamped = min(max(temperature, 0.0), 1.0)
+        clamped = clamp_temperature(temperature, NAME)
         if clamped != temperature:
             log.debug("clamping temperature %s to %s", temperature, clamped)
             out["temperature"] = clamped

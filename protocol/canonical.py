@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ProtocolName = Literal["openai", "anthropic", "gemini"]
+ProtocolName = Literal["openai", "anthropic", "gemini", "responses"]
 Role = Literal["user", "assistant", "tool", "system"]
 StopReason = Literal["end", "max_tokens", "tool_use", "stop", "filtered", "loop_halted", "error"]
 

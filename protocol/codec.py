@@ -107,9 +107,9 @@ def codec(name: str) -> Codec:
 
 
 def _load() -> None:
-    from protocol import anthropic, gemini, openai_chat
+    from protocol import anthropic, gemini, openai_chat, openai_responses
 
-    for module in (openai_chat, anthropic, gemini):
+    for module in (openai_chat, anthropic, gemini, openai_responses):
         c = Codec(
             name=module.NAME,
             parse_request=module.parse_request,

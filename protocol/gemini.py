@@ -36,8 +36,12 @@ Decisions where the API leaves room:
 - Usage: canonical `input_tokens` = `promptTokenCount` (cached tokens included, like OpenAI),
   `output_tokens` = `candidatesTokenCount + thoughtsTokenCount`, `reasoning_tokens` = thoughts,
   `cached_tokens` = `cachedContentTokenCount`.
-- Reasoning -> `thinkingConfig.thinkingBudget`: an explicit budget wins, else `EFFORT_BUDGET`
-  by effort, else `enabled` False -> 0 / True -> -1 (dynamic).
+- Reasoning -> `thinkingConfig` (converted or edited requests) from
+  `protocol.reasoning.gemini_thinking_config` and its table: Gemini 3 models get
+  `thinkingLevel`, others `thinkingBudget` (an explicit budget wins, else the effort's budget,
+  else `enabled` False -> 0 / True -> -1, dynamic), kept in the model's range. Converting,
+  `includeThoughts` is set when thinking is on and the client did not say, so the thoughts come
+  back to it. Temperature is clamped to 0..2 when converting.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ import json
 import logging
 import re
 from collections.abc import Container
-from typing import Any
+from typing import Any, Final
 
 from protocol.canonical import (
     BlockStop,
@@ -78,21 +82,20 @@ from protocol.canonical import (
     Usage,
 )
 from protocol.codec import ProtocolError, error_kind
+from protocol.reasoning import (
+    DEFAULT_TABLE,
+    clamp_temperature,
+    current_table,
+    gemini_thinking_config,
+)
 from protocol.sse import SSEDecoder
 
 NAME: ProtocolName = "gemini"
 
 log = logging.getLogger(__name__)
 
-#: Reasoning effort -> `thinkingBudget` (tokens) when converting from an effort level.
-EFFORT_BUDGET: dict[str, int] = {
-    "none": 0,
-    "minimal": 512,
-    "low": 1024,
-    "medium": 8192,
-    "high": 24576,
-    "xhigh": 32768,
-}
+#: The default table's effort -> `thinkingBudget` (`protocol.reasoning` owns the table).
+EFFORT_BUDGET: Final = DEFAULT_TABLE.gemini_budget
 
 #: `thoughtSignature` Google documents for replayed calls whose real signature is unknown.
 SKIP_SIGNATURE = "skip_thought_signature_validator"
@@ -872,21 +875,6 @@ def _parse_thinking(raw: Any) -> Reasoning:
     )
 
 
-def _render_thinking(r: Reasoning) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if r.budget_tokens is not None:
-        out["thinkingBudget"] = r.budget_tokens
-    elif r.effort is not None:
-        out["thinkingBudget"] = EFFORT_BUDGET[r.effort]
-    elif r.enabled is False:
-        out["thinkingBudget"] = 0
-    elif r.enabled is True:
-        out["thinkingBudget"] = -1
-    if r.include_thoughts is not None:
-        out["includeThoughts"] = r.include_thoughts
-    return out
-
-
 def _render_tool_choice(tc: ToolChoice) -> dict[str, Any]:
     if tc.mode == "tool" and tc.name:
         return {"mode": "ANY", "allowedFunctionNames": [tc.name]}
@@ -1051,8 +1039,12 @@ def _render_tools(
 def _render_generation(req: ChatRequest, x: dict[str, Any]) -> dict[str, Any] | None:
     snakes = x.get("snake")
     gen: dict[str, Any] = {}
+    same = req.source == NAME
     if req.temperature is not None:
-        gen[_k("temperature", snakes)] = req.temperature
+        temperature = req.temperature if same else clamp_temperature(req.temperature, NAME)
+        if temperature != req.temperature:
+            log.debug("gemini: temperature %s clamped to 0..2", req.temperature)
+        gen[_k("temperature", snakes)] = temperature
     if req.top_p is not None:
         gen[_k("topP", snakes)] = req.top_p
     if req.top_k is not None:
@@ -1068,7 +1060,9 @@ def _render_generation(req: ChatRequest, x: dict[str, Any]) -> dict[str, Any] | 
     if raw is not None and _parse_thinking(raw) == req.reasoning:
         gen[_k("thinkingConfig", snakes)] = raw
     elif req.reasoning is not None:
-        thinking = _render_thinking(req.reasoning)
+        thinking = gemini_thinking_config(
+            req.reasoning, req.model, current_table(), include_default=not same
+        )
         if thinking:
             gen[_k("thinkingConfig", snakes)] = thinking
     extra = x.get("gen")

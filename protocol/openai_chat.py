@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from json.encoder import encode_basestring, encode_basestring_ascii
-from typing import Any, Final, TypeGuard, cast
+from typing import Any, Final, Literal, TypeGuard, cast
 
 from pydantic import ValidationError
 
@@ -56,9 +56,18 @@ from protocol.canonical import (
     Usage,
 )
 from protocol.codec import ProtocolError, error_kind
+from protocol.reasoning import (
+    clamp_temperature,
+    current_table,
+    openai_effort,
+    openrouter_reasoning,
+)
 from protocol.sse import SSEDecoder
 
 NAME: ProtocolName = "openai"
+
+Dialect = Literal["openai", "openrouter"]
+"""How a converted request is rendered: OpenAI's own fields or OpenRouter's."""
 
 log = logging.getLogger(__name__)
 
@@ -669,8 +678,13 @@ def _tool_message(msg: dict[str, Any], where: str, names: dict[str, str]) -> Mes
 # ----------------------------------------------------------------------------------------------
 
 
-def render_request(req: ChatRequest) -> dict[str, Any]:
-    """The Chat Completions body for `req` (lossless when `req.source` is OpenAI)."""
+def render_request(req: ChatRequest, *, dialect: Dialect = "openai") -> dict[str, Any]:
+    """The Chat Completions body for `req` (lossless when `req.source` is OpenAI).
+
+    `dialect="openrouter"` renders a converted request's reasoning as OpenRouter's `reasoning`
+    object (a budget stays a budget) and keeps `top_k`; `openai` renders `reasoning_effort`
+    (a budget becomes the nearest effort). Both from `protocol.reasoning`'s table.
+    """
     same = req.source == NAME
     extras = req.extras if same else {}
     out: dict[str, Any] = {"model": req.model, "messages": _render_messages(req, same)}
@@ -693,10 +707,14 @@ def render_request(req: ChatRequest) -> dict[str, Any]:
 
     if req.temperature is not None:
         out["temperature"] = req.temperature
+        if not same:
+            out["temperature"] = clamp_temperature(req.temperature, NAME)
+            if out["temperature"] != req.temperature:
+                log.debug("openai: temperature %s clamped to 0..2", req.temperature)
     if req.top_p is not None:
         out["top_p"] = req.top_p
     if req.top_k is not None:
-        if same and extras.get(_TOP_K):
+        if (same and extras.get(_TOP_K)) or (not same and dialect == "openrouter"):
             out["top_k"] = req.top_k
         else:
             log.debug("openai: top_k %s dropped (no such parameter)", req.top_k)
@@ -711,7 +729,7 @@ def render_request(req: ChatRequest) -> dict[str, Any]:
         else:
             out["stop"] = list(req.stop)
     if req.reasoning is not None:
-        _render_reasoning(req.reasoning, extras, same, out)
+        _render_reasoning(req.reasoning, extras, same, out, dialect)
 
     if req.stream:
         out["stream"] = True
@@ -729,42 +747,56 @@ def render_request(req: ChatRequest) -> dict[str, Any]:
 
 
 def _render_reasoning(
-    r: Reasoning, extras: dict[str, Any], same: bool, out: dict[str, Any]
+    r: Reasoning, extras: dict[str, Any], same: bool, out: dict[str, Any], dialect: Dialect
 ) -> None:
     if same and (_REASONING in extras or _EFFORT_KEY in extras):
-        raw_effort = extras.get(_EFFORT)
-        effort: str | None = r.effort
-        if raw_effort is not None and _EFFORT_ALIAS.get(raw_effort) == r.effort:
-            effort = raw_effort
-        robj = extras.get(_REASONING)
-        if isinstance(robj, dict):
-            robj = copy.deepcopy(robj)
-            if r.effort is not None and ("effort" in robj or _EFFORT_KEY not in extras):
-                raw = robj.get("effort")
-                robj["effort"] = (
-                    raw if raw in _EFFORT_ALIAS and _EFFORT_ALIAS[raw] == r.effort else r.effort
-                )
-            if r.budget_tokens is not None:
-                robj["max_tokens"] = r.budget_tokens
-            if r.include_thoughts is not None:
-                robj["exclude"] = not r.include_thoughts
-            if r.enabled is not None:
-                robj["enabled"] = r.enabled
-            out["reasoning"] = robj
-        if _EFFORT_KEY in extras and effort is not None:
-            out["reasoning_effort"] = effort
-        elif _EFFORT_KEY in extras and raw_effort is not None:
-            out["reasoning_effort"] = raw_effort
+        _render_own_reasoning(r, extras, out)
         return
-    effort = r.effort
-    if effort is None:
-        if r.enabled is False:
-            return
-        budget = r.budget_tokens
-        if budget is None or budget <= 0:
-            return
-        effort = "low" if budget <= 1024 else "medium" if budget <= 8192 else "high"
-    out["reasoning_effort"] = effort
+    if dialect == "openrouter":
+        robj = openrouter_reasoning(r, current_table())
+        if robj is not None:
+            out["reasoning"] = robj
+        return
+    effort = openai_effort(r, current_table())
+    if effort is not None:
+        out["reasoning_effort"] = effort
+
+
+def _render_own_reasoning(r: Reasoning, extras: dict[str, Any], out: dict[str, Any]) -> None:
+    """The client's own `reasoning_effort` / `reasoning` fields, with the canonical edits."""
+    raw_effort = extras.get(_EFFORT)
+    effort: str | None = r.effort
+    if raw_effort is not None and _EFFORT_ALIAS.get(raw_effort) == r.effort:
+        effort = raw_effort
+    robj = extras.get(_REASONING)
+    if isinstance(robj, dict):
+        robj = copy.deepcopy(robj)
+        raw = robj.get("effort")
+        if r.effort is not None and ("effort" in robj or _EFFORT_KEY not in extras):
+            robj["effort"] = (
+                raw if raw in _EFFORT_ALIAS and _EFFORT_ALIAS[raw] == r.effort else r.effort
+            )
+        elif r.effort is None and (raw in _EFFORTS or raw in _EFFORT_ALIAS):
+            del robj["effort"]  # the canonical effort was cleared (a session budget)
+        if r.budget_tokens is not None:
+            robj["max_tokens"] = r.budget_tokens
+        elif _is_int(robj.get("max_tokens")):
+            del robj["max_tokens"]  # the canonical budget was cleared (a session effort)
+        if r.include_thoughts is not None:
+            robj["exclude"] = not r.include_thoughts
+        if r.enabled is not None:
+            robj["enabled"] = r.enabled
+        out["reasoning"] = robj
+    if _EFFORT_KEY not in extras:
+        return
+    if effort is not None:
+        out["reasoning_effort"] = effort
+    elif r.budget_tokens is not None and not isinstance(robj, dict):
+        derived = openai_effort(r, current_table())  # a session budget replaced the effort
+        if derived is not None:
+            out["reasoning_effort"] = derived
+    elif raw_effort is not None and raw_effort not in _EFFORT_ALIAS:
+        out["reasoning_effort"] = raw_effort
 
 
 def _render_tool(tool: Tool, same: bool) -> dict[str, Any]:
