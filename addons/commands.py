@@ -24,12 +24,13 @@ from addons.config import Config
 from addons.gateway import client_key
 from protocol import __version__
 from protocol.backends import KINDS
-from protocol.canonical import ChatResponse, Message, Reasoning, TextPart, Usage
+from protocol.canonical import ChatResponse, Message, TextPart, Usage
 from protocol.codec import codec
 from protocol.command_handlers import CommandContext, CommandError, run_commands
 from protocol.commands import DEFAULT_PREFIX, Command, parse_commands, strip_commands, valid_prefix
 from protocol.exchange import Exchange, exchange_of
 from protocol.pipeline import encode_whole
+from protocol.reasoning import apply_session
 from protocol.sessions import Session, session_id_for
 
 logger = logging.getLogger(__name__)
@@ -247,18 +248,13 @@ class Commands:
             prefix, sep, rest = ex.requested_model.partition(":")
             bare = rest if sep and prefix in KINDS else ex.requested_model
             ex.requested_model = f"{session.backend}:{bare}"
-        req = ex.request
-        if session.temperature is not None and req.temperature is None:
-            req.temperature = session.temperature
+        notes = apply_session(
+            ex.request,
+            effort=session.reasoning_effort,
+            budget=session.thinking_budget,
+            temperature=session.temperature,
+        )
+        if notes:
             ex.request_edited = True
-        if session.reasoning_effort is not None or session.thinking_budget is not None:
-            reasoning = req.reasoning.model_copy() if req.reasoning else Reasoning()
-            if session.reasoning_effort is not None:
-                reasoning.effort = session.reasoning_effort  # type: ignore[assignment]
-                reasoning.enabled = session.reasoning_effort != "none"
-            if session.thinking_budget is not None:
-                reasoning.budget_tokens = session.thinking_budget
-                reasoning.enabled = session.thinking_budget > 0
-            req.reasoning = reasoning
-            ex.request_edited = True
+            logger.debug("session %s: %s", session.id, "; ".join(notes))
         session.requests += 1

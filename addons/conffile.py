@@ -8,9 +8,10 @@ option under the lean launcher) are skipped with a debug log.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from mitmproxy import ctx, exceptions, optmanager
 from mitmproxy.addonmanager import Loader
@@ -37,6 +38,20 @@ def read_conf(path: Path) -> dict[str, Any]:
     return data
 
 
+def _as_text_option(typespec: Any, value: Any) -> Any:
+    """YAML's `30` or `false` for an option that holds text means the text "30", "false"; a
+    mapping means its JSON."""
+    if typespec not in (str, Optional[str]):  # noqa: UP045
+        return value
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (dict, list)):  # a mapping for an option read as JSON text
+        return json.dumps(value)
+    return value
+
+
 class ConfFile:
     def __init__(self) -> None:
         self.applied: dict[str, Any] = {}
@@ -58,8 +73,7 @@ class ConfFile:
             if key not in ctx.options:
                 logger.debug("%s: option %s does not exist here, skipped", path, key)
             elif not ctx.options.has_changed(key):
-                if ctx.options._options[key].typespec is str and isinstance(value, (int, float)):
-                    value = str(value)  # `timeout: 30` means the text "30"
+                value = _as_text_option(ctx.options._options[key].typespec, value)
                 updates[key] = value
         ctx.options.update(**updates)
         self.applied = updates

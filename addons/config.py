@@ -7,9 +7,10 @@ is known of whether each backend host accepts connections, the sessions and the 
 
 from __future__ import annotations
 
+import json
 import logging
 
-from mitmproxy import ctx
+from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 
 from protocol.backends import Backend, default_backend, load_backends
@@ -17,6 +18,7 @@ from protocol.catalog import ModelCatalog
 from protocol.env import load_env
 from protocol.keypool import KeyPool
 from protocol.reachability import Reachability
+from protocol.reasoning import ReasoningTable, set_table
 from protocol.routes import RouteStore
 from protocol.sessions import SessionStore
 from protocol.usage_store import UsageStore
@@ -43,11 +45,25 @@ class Config:
         loader.add_option(
             "llm_env_file", str, ".env", "File of NAME=value lines read under the environment."
         )
+        loader.add_option(
+            "llm_reasoning_table",
+            str,
+            "",
+            "Overrides of the reasoning table (protocol/reasoning.py), as a mapping in mitm.conf "
+            'or JSON with --set, e.g. {"anthropic_budget": {"high": 24000}}.',
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "llm_env_file" in updated:
             self.reload(ctx.options.llm_env_file)
             self.catalog.invalidate()
+        if "llm_reasoning_table" in updated:
+            text = ctx.options.llm_reasoning_table.strip()
+            try:
+                overrides = json.loads(text) if text else None
+                set_table(ReasoningTable.from_config(overrides) if overrides else None)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"llm_reasoning_table: {e}") from None
 
     def reload(self, env_file: str | None) -> None:
         self.apply(load_env(env_file))
@@ -56,7 +72,14 @@ class Config:
         """Use `env` (already merged) as the proxy's environment."""
         self.env = env
         self.backends = load_backends(self.env)
-        self.pools = {name: KeyPool(b.keys) for name, b in self.backends.items() if b.keys}
+        self.pools = {
+            name: KeyPool(b.keys)
+            for name, b in self.backends.items()
+            if b.keys and b.kind.alias_of is None
+        }
+        for name, b in self.backends.items():  # an alias shares its API's keys and cooldowns
+            if b.kind.alias_of in self.pools:
+                self.pools[name] = self.pools[b.kind.alias_of]
         self.default_backend = default_backend(self.backends, self.env)
         self.proxy_key = self.env.get(PROXY_KEY_VAR) or None
 
@@ -75,6 +98,7 @@ class Config:
             listed = ", ".join(
                 f"{b.name} ({len(b.keys)} key{'s' if len(b.keys) != 1 else ''})"
                 for b in self.backends.values()
+                if b.kind.alias_of is None
             )
             logger.info("backends: %s; default: %s", listed, self.default_backend)
         else:

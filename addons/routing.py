@@ -23,11 +23,12 @@ from mitmproxy import http
 
 from addons._http import error_response, fail_closed, json_response
 from addons.config import Config
-from protocol import tokens
+from protocol import openai_chat, tokens
 from protocol.backends import KINDS, ApiKey, Backend, RouteError, resolve_model
 from protocol.codec import codec
 from protocol.exchange import Attempt, Exchange, RoutePlan, exchange_of
 from protocol.failover import Route, describe_failures, plan_attempts, split_element
+from protocol.reasoning import fit_to_target
 
 logger = logging.getLogger(__name__)
 
@@ -189,9 +190,16 @@ class Routing:
         return body
 
     def _render(self, ex: Exchange, backend: Backend, model: str) -> dict:
+        notes = fit_to_target(ex.request, backend.protocol, model)
+        if notes:
+            ex.request_edited = True
+            logger.debug("%s:%s: %s", backend.name, model, "; ".join(notes))
         if backend.protocol == ex.front.protocol and not ex.request_edited:
             return self._forwarded_body(ex, model)
-        body = codec(backend.protocol).render_request(ex.request)
+        if backend.name == "openrouter":
+            body = openai_chat.render_request(ex.request, dialect="openrouter")
+        else:
+            body = codec(backend.protocol).render_request(ex.request)
         if backend.protocol == "openai" and ex.converted:
             if ex.request.stream:
                 # the client's protocol reports usage at the end of a stream: ask for it

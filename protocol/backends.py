@@ -27,6 +27,7 @@ class BackendKind:
     default_base_url: str
     auth: AuthStyle
     env_prefix: str
+    alias_of: str | None = None  # the same API, keys and models, spoken in another protocol
 
 
 KINDS: dict[str, BackendKind] = {
@@ -35,6 +36,15 @@ KINDS: dict[str, BackendKind] = {
         BackendKind("openai", "openai", "https://api.openai.com/v1", "bearer", "OPENAI"),
         BackendKind(
             "openrouter", "openai", "https://openrouter.ai/api/v1", "bearer", "OPENROUTER"
+        ),
+        # OpenAI's Responses API (`openai-responses:o3-pro`): models that answer only there
+        BackendKind(
+            "openai-responses",
+            "responses",
+            "https://api.openai.com/v1",
+            "bearer",
+            "OPENAI",
+            alias_of="openai",
         ),
         BackendKind(
             "anthropic", "anthropic", "https://api.anthropic.com/v1", "x-api-key", "ANTHROPIC"
@@ -114,6 +124,8 @@ class Backend:
         base = self.origin.path
         if self.protocol == "openai":
             return f"{base}/chat/completions"
+        if self.protocol == "responses":
+            return f"{base}/responses"
         if self.protocol == "anthropic":
             return f"{base}/messages"
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
@@ -197,6 +209,9 @@ def resolve_model(
     requested: str, backends: Mapping[str, Backend], default: str | None
 ) -> tuple[Backend, str]:
     """`backend:model` picks the backend; a bare name goes to the default backend.
+
+    `openai-responses:` is the `openai` backend (same keys and base URL) spoken in the
+    Responses API.
 
     Raises RouteError for an unknown or unconfigured backend prefix, or when no backend is
     configured at all.

@@ -46,6 +46,7 @@ class ModelCatalog:
 
     def snapshot(self, backends: Mapping[str, Backend]) -> dict[str, list[str]]:
         """What is cached now, never waiting; a stale or missing list is refreshed behind."""
+        backends = _listed(backends)
         now = time.monotonic()
         if any(
             name not in self._cache or now - self._cache[name][0] > self.ttl for name in backends
@@ -55,6 +56,7 @@ class ModelCatalog:
 
     async def models(self, backends: Mapping[str, Backend]) -> dict[str, list[str]]:
         """backend name -> model ids, from cache when fresh."""
+        backends = _listed(backends)
         async with self._lock:
             now = time.monotonic()
             stale = [
@@ -80,6 +82,12 @@ class ModelCatalog:
         response = await client.get(backend.models_url(), headers=headers)
         response.raise_for_status()
         return model_ids(backend, response.json())
+
+
+def _listed(backends: Mapping[str, Backend]) -> dict[str, Backend]:
+    """The backends with a model list of their own (an alias such as `openai-responses`
+    shares its API's)."""
+    return {name: b for name, b in backends.items() if b.kind.alias_of is None}
 
 
 def render_models(

@@ -318,7 +318,9 @@ def _hello(command: Command, ctx: CommandContext) -> Apply:
         counted = _plural(len(models), "model") if models else "model list unavailable"
         return f"{name} ({_plural(len(backend.keys), 'key')}, {counted})"
 
-    backends = ", ".join(describe(n, b) for n, b in ctx.backends.items()) or "none configured"
+    backends = ", ".join(
+        describe(n, b) for n, b in ctx.backends.items() if b.kind.alias_of is None
+    ) or "none configured"
     return lambda session: (
         f"{ctx.proxy_name} {ctx.version}; session {session.id}; backends: {backends}"
     )
@@ -406,7 +408,10 @@ def _models(command: Command, ctx: CommandContext) -> Apply:
     if not ctx.backends:
         return lambda session: "no backend is configured"
     lines = []
-    for name in ctx.backends:
+    for name, backend in ctx.backends.items():
+        if backend.kind.alias_of is not None:
+            lines.append(f"{name}: the {backend.kind.alias_of} models, in the Responses API")
+            continue
         models = ctx.models.get(name) or []
         listed = ", ".join(f"{name}:{m}" for m in models) if models else "(list unavailable)"
         lines.append(f"{name}: {listed}")

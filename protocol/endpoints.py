@@ -1,6 +1,7 @@
 """Which API endpoint a request is for, from its path (gateway) or host and path (intercept).
 
-Gateway paths (base URLs clients are given): `/v1` (OpenAI), `/anthropic` and the root
+Gateway paths (base URLs clients are given): `/v1` (OpenAI chat completions and Responses),
+`/anthropic` and the root
 (Anthropic: `/anthropic/v1/messages`, `/v1/messages`), and the root for google-genai
 (`/v1beta/models/{model}:generateContent`). Intercepted requests keep the real API's paths.
 """
@@ -31,6 +32,8 @@ _FIXED: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/chat/completions"): Endpoint("openai", "chat"),
     ("POST", "/chat/completions"): Endpoint("openai", "chat"),
     ("POST", "/api/v1/chat/completions"): Endpoint("openai", "chat"),  # openrouter.ai paths
+    ("POST", "/v1/responses"): Endpoint("responses", "chat"),
+    ("POST", "/responses"): Endpoint("responses", "chat"),
     ("GET", "/v1/models"): Endpoint("openai", "models"),
     ("GET", "/models"): Endpoint("openai", "models"),
     ("GET", "/api/v1/models"): Endpoint("openai", "models"),

@@ -18,7 +18,7 @@ ENV = {
 
 def test_configured_backends_and_key_order() -> None:
     backends = load_backends(ENV)
-    assert list(backends) == ["openai", "anthropic", "gemini"]
+    assert list(backends) == ["openai", "openai-responses", "anthropic", "gemini"]
     assert [k.key_id for k in backends["gemini"].keys] == [
         "GEMINI_API_KEY_1",
         "GEMINI_API_KEY_2",
@@ -89,3 +89,14 @@ def test_endpoints() -> None:
 def test_dotenv() -> None:
     text = '# c\nexport A=1\nB="two words"\nC=x # note\nbad line\nD=\'q\'\n'
     assert parse_dotenv(text) == {"A": "1", "B": "two words", "C": "x", "D": "q"}
+
+
+def test_openai_responses_is_openai_spoken_in_the_responses_api() -> None:
+    backends = load_backends({"OPENAI_API_KEY": "k", "OPENAI_API_BASE_URL": "http://h:1/v1"})
+    alias, openai = backends["openai-responses"], backends["openai"]
+    assert alias.protocol == "responses" and alias.kind.alias_of == "openai"
+    assert alias.base_url == openai.base_url and alias.keys == openai.keys
+    assert alias.chat_path("o3-pro", True) == "/v1/responses"
+    assert alias.auth_headers(alias.keys[0]) == {"authorization": "Bearer k"}
+    backend, model = resolve_model("openai-responses:o3-pro", backends, "openai")
+    assert backend is alias and model == "o3-pro"

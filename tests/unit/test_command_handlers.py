@@ -110,6 +110,7 @@ def test_models(session: Session, ctx: CommandContext) -> None:
     [reply] = run("!/models", session, ctx)
     assert reply.splitlines() == [
         "openai: openai:gpt-4o, openai:gpt-4o-mini",
+        "openai-responses: the openai models, in the Responses API",
         "anthropic: anthropic:claude-sonnet-4-5, anthropic:claude-opus-4-1",
         "gemini: (list unavailable)",
     ]
@@ -176,7 +177,7 @@ def test_bad_model_names_the_closest_valid_names(
     assert message.startswith("set: ")
     for fragment in expected:
         assert fragment in message
-    assert "configured backends: openai, anthropic, gemini" in message or "no model" in message
+    assert "configured backends: openai, openai-responses, anthropic, gemini" in message or "no model" in message
     assert session.model is None
 
 
