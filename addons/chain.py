@@ -23,6 +23,8 @@ from addons.config import Config  # noqa: E402
 from addons.failover import Failover  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.llmview import LLMView  # noqa: E402
+from addons.loops import Loops  # noqa: E402
+from addons.redaction import Redaction  # noqa: E402
 from addons.responses import Responses  # noqa: E402
 from addons.routes import Routes  # noqa: E402
 from addons.routing import Routing  # noqa: E402
@@ -52,6 +54,8 @@ def make_chain() -> list[object]:
         UsageApi(config),
         Gateway(config),
         Commands(config),
+        Redaction(config),
+        Loops(config),
         routing,
         Failover(config, routing),
         timeouts,

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from mitmproxy import http
 
@@ -25,11 +26,17 @@ from protocol.codec import codec, error_message
 from protocol.exchange import Exchange, exchange_of
 from protocol.failover import failure_text
 from protocol.pipeline import StreamPipeline, encode_whole
+from protocol.redaction import BytesScrubber, RedactionStage, Redactor
 
 logger = logging.getLogger(__name__)
 
 
-_KEY_HEADER = {"openai": "authorization", "anthropic": "x-api-key", "gemini": "x-goog-api-key"}
+_KEY_HEADER = {
+    "openai": "authorization",
+    "responses": "authorization",
+    "anthropic": "x-api-key",
+    "gemini": "x-goog-api-key",
+}
 
 
 def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
@@ -46,6 +53,27 @@ def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
     if name in headers:
         bearer = name == "authorization"
         headers[name] = f"Bearer <{attempt.key_id}>" if bearer else f"<{attempt.key_id}>"
+
+
+def _scrub_stream(pipeline: StreamPipeline, redactor: Redactor) -> None:
+    """Configured keys out of a streamed answer: raw bytes (passthrough) or the events."""
+    ex = pipeline.exchange
+    counted: Callable[[], int]
+    if pipeline.passthrough:
+        raw = BytesScrubber(redactor)
+        pipeline.raw_filter = lambda data: raw.feed(data) if data else raw.flush()
+        counted = lambda: raw.count  # noqa: E731
+    else:
+        stage = RedactionStage(redactor)
+        pipeline.stages.append(stage)
+        counted = lambda: stage.count  # noqa: E731
+
+    def close(_: StreamPipeline) -> None:
+        if counted():
+            ex.redactions += counted()
+            logger.info("%d configured key(s) scrubbed from a streamed answer", counted())
+
+    pipeline.on_close = close
 
 
 class Responses:
@@ -73,9 +101,11 @@ class Responses:
             codec(ex.backend_protocol).decoder(),
             codec(ex.front.protocol).encoder(model=None, include_usage=ex.request.include_usage),
             ex,
-            passthrough=not converted,
+            passthrough=not converted and not any(getattr(s, "rewrites", False) for s in ex.stages),
             on_halt=lambda _: self._end_now(flow),
         )
+        if ex.answer_scrubber is not None:
+            _scrub_stream(pipeline, ex.answer_scrubber)
         if converted:
             resp.headers.pop("content-length", None)
             resp.headers.pop("content-encoding", None)
@@ -129,10 +159,16 @@ class Responses:
             logger.exception("could not read the backend's response")
             self._fail(resp, ex, "the backend returned a response that could not be read")
             return
+        checked = answer
+        for check in ex.answer_checks:
+            checked = check(checked)
+        rewrite = checked is not answer  # a check changed it: rendered from the canonical form
+        answer = checked
         ex.answer = answer
         if answer.usage.input_tokens is not None or answer.usage.output_tokens is not None:
             ex.usage, ex.usage_source = answer.usage, "upstream"
-        ex.outcome = "ok"
+        if ex.outcome == "pending":
+            ex.outcome = "ok"
         front = codec(ex.front.protocol)
         if ex.front.client_stream:
             # the client asked to stream and the backend answered whole: send it as a stream
@@ -142,10 +178,17 @@ class Responses:
             )
             resp.headers.pop("content-encoding", None)
             resp.headers.update(SSE_HEADERS)
-        elif ex.converted:
+        elif ex.converted or rewrite:
             resp.content = dumps(front.render_response(answer))
             resp.headers.pop("content-encoding", None)
             resp.headers["content-type"] = "application/json"
+        if ex.answer_scrubber is not None and resp.content:
+            scrubber = BytesScrubber(ex.answer_scrubber)
+            content = scrubber.feed(resp.content) + scrubber.flush()
+            if scrubber.count:
+                resp.content = content
+                ex.redactions += scrubber.count
+                logger.info("%d configured key(s) scrubbed from an answer", scrubber.count)
 
     def error(self, flow: http.HTTPFlow) -> None:
         ex = exchange_of(flow.metadata)

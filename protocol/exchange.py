@@ -9,7 +9,7 @@ converter fills `usage`, `outcome` and the timings. Nothing here knows mitmproxy
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -18,6 +18,7 @@ from protocol.sessions import Session
 
 if TYPE_CHECKING:
     from protocol.backends import Backend
+    from protocol.redaction import Redactor
 
 Arrival = Literal["gateway", "intercept"]
 Endpoint = Literal["chat", "count_tokens"]
@@ -67,6 +68,8 @@ class Exchange:
     requested_model: str
     route: RoutePlan = field(default_factory=RoutePlan)
     stages: list[Stage] = field(default_factory=list)
+    # checks of a whole (non-streamed) answer: each returns it, or a changed copy
+    answer_checks: list[Callable[[ChatResponse], ChatResponse]] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     usage_source: Literal["upstream", "counted", "none"] = "none"
     outcome: Outcome = "pending"
@@ -77,6 +80,7 @@ class Exchange:
     answer: ChatResponse | None = None  # the backend's answer, whole or reassembled from a stream
     recorded: bool = False  # the usage row was written
     redactions: int = 0  # secrets replaced in the prompt and the answer
+    answer_scrubber: Redactor | None = None  # configured keys to scrub out of the answer
     resuming: bool = False  # a failed connection is being replaced by the next attempt
     backend_protocol: ProtocolName | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)  # those the plan names
