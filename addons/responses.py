@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
 
 from mitmproxy import http
 
@@ -56,22 +55,20 @@ def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
 
 
 def _scrub_stream(pipeline: StreamPipeline, redactor: Redactor) -> None:
-    """Configured keys out of a streamed answer: raw bytes (passthrough) or the events."""
+    """Configured keys out of a streamed answer, also when one is split over several deltas.
+
+    The stage scrubs the events; a byte-for-byte stream waits while it holds text back and is
+    encoded from the events once it replaced something (`StreamPipeline.guard`).
+    """
     ex = pipeline.exchange
-    counted: Callable[[], int]
-    if pipeline.passthrough:
-        raw = BytesScrubber(redactor)
-        pipeline.raw_filter = lambda data: raw.feed(data) if data else raw.flush()
-        counted = lambda: raw.count  # noqa: E731
-    else:
-        stage = RedactionStage(redactor)
-        pipeline.stages.append(stage)
-        counted = lambda: stage.count  # noqa: E731
+    stage = RedactionStage(redactor)
+    pipeline.stages.append(stage)
+    pipeline.guard = stage
 
     def close(_: StreamPipeline) -> None:
-        if counted():
-            ex.redactions += counted()
-            logger.info("%d configured key(s) scrubbed from a streamed answer", counted())
+        if stage.count:
+            ex.redactions += stage.count
+            logger.info("%d configured key(s) scrubbed from a streamed answer", stage.count)
 
     pipeline.on_close = close
 

@@ -728,10 +728,13 @@ class ToolLoopTracker:
         return ToolLoopVerdict.BREAK
 
     def run_length(self, session_id: str) -> int:
-        """How many identical calls in a row the session's current run holds (capped at
-        max_repeats)."""
+        """How many identical calls in a row the session's current run holds within the TTL
+        (capped at max_repeats)."""
         run = self._sessions.get(session_id)
-        return len(run.times) if run is not None else 0
+        if run is None:
+            return 0
+        horizon = self._clock() - self.settings.ttl_seconds
+        return sum(1 for t in run.times if t >= horizon)
 
     def forget(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)

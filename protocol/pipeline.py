@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from protocol.canonical import (
     BlockStop,
@@ -60,11 +61,15 @@ class StreamPipeline:
         "on_close",
         "on_halt",
         "raw_filter",
+        "guard",
         "_closed",
         "_failed",
         "_ended",
         "_abort",
         "_held",
+        "_pending",
+        "_pending_raw",
+        "_guard_seen",
     )
 
     def __init__(
@@ -92,6 +97,11 @@ class StreamPipeline:
         self._ended = False  # the client's stream is complete (halted or aborted)
         self._abort: Error | None = None
         self._held = b""  # passthrough: the start of an SSE event not complete yet
+        # passthrough with a guard (the answer scrubber): raw bytes wait while it holds text
+        self.guard: Any = None
+        self._pending: list[Event] = []
+        self._pending_raw: list[bytes] = []
+        self._guard_seen = 0
 
     def abort(self, message: str, status: int = 504, kind: str = "timeout") -> None:
         """End the client's stream with this error at the next call (any chunk, or b"")."""
@@ -127,11 +137,16 @@ class StreamPipeline:
             events = _through(stage, events, final)
         if ex.outcome == "loop_halted":
             return self._halt(events)
+        if self.passthrough:
+            if self.guard is not None:
+                return self._guarded(chunk, events, final)
+            accumulate = self.accumulator.feed
+            for event in events:
+                accumulate(event)
+            return self._relay(chunk, final)
         accumulate = self.accumulator.feed
         for event in events:
             accumulate(event)
-        if self.passthrough:
-            return self._relay(chunk, final)
         encode = self.encoder.feed
         out = b"".join([encode(e) for e in events]) if events else b""
         if final:
@@ -156,9 +171,40 @@ class StreamPipeline:
         self._held = b""
         return data
 
+    def _guarded(self, chunk: bytes, events: list[Event], final: bool) -> bytes:
+        """Passthrough under a guard that may rewrite text (the answer scrubber): the raw bytes
+        wait while it holds text back; when it replaced something the stream is encoded from
+        the events from here on (the raw bytes of those events never leave)."""
+        self._pending.extend(events)
+        self._pending_raw.append(chunk)
+        if self.guard.count != self._guard_seen:
+            self._guard_seen = self.guard.count
+            out = self._resume_encoder()
+            accumulate = self.accumulator.feed
+            encode = self.encoder.feed
+            for event in self._take_pending():
+                accumulate(event)
+                out += encode(event)
+            self._pending_raw.clear()
+            return out + self.encoder.close() if final else out
+        if self.guard.holding and not final:
+            return b""
+        accumulate = self.accumulator.feed
+        for event in self._take_pending():
+            accumulate(event)
+        raw = b"".join(self._pending_raw)
+        self._pending_raw.clear()
+        return self._relay(raw, final)
+
+    def _take_pending(self) -> list[Event]:
+        pending, self._pending = self._pending, []
+        return pending
+
     def _halt(self, events: list[Event]) -> bytes:
         """A stage halted the answer: its last events (note, finish) close the stream."""
         out = self._resume_encoder() if self.passthrough else b""
+        events = self._take_pending() + events
+        self._pending_raw.clear()
         accumulate = self.accumulator.feed
         encode = self.encoder.feed
         for event in events:

@@ -672,6 +672,11 @@ class RedactionStage:
     def count(self) -> int:
         return self._done + sum(s.count for s, _ in self._scrubbers.values())
 
+    @property
+    def holding(self) -> bool:
+        """Whether some text is held back (it may be the start of a key)."""
+        return any(s._held for s, _ in self._scrubbers.values())
+
     def feed(self, event: Event) -> list[Event]:
         if not self.redactor.active:
             return [event]

@@ -659,6 +659,9 @@ def test_calls_older_than_the_ttl_drop_out_of_the_run() -> None:
         verdicts.append(tracker.observe("s", "fetch", '{"url": "https://example.com"}'))
         clock.now += 50  # only three calls ever fall inside 120 s
     assert verdicts == [OK] * 8
+    assert tracker.run_length("s") == 2  # the calls 50 and 100 s ago
+    clock.now += 100  # the newest call is now 150 s old
+    assert tracker.run_length("s") == 0
     for _ in range(3):
         tracker.observe("s", "fetch", '{"url": "https://example.com"}')
         clock.now += 10

@@ -3,7 +3,7 @@
 Each API lives under its own prefix (its "API root", what the gateway's `*_API_BASE_URL`
 takes):
 
-    openai      /openai/v1            POST chat/completions, GET models[/{id}]
+    openai      /openai/v1            POST chat/completions, POST responses, GET models[/{id}]
     openrouter  /openrouter/api/v1    same protocol as OpenAI (+ OpenRouter's fields)
     anthropic   /anthropic/v1         POST messages, POST messages/count_tokens, GET models[/{id}]
     gemini      /gemini/v1beta        POST models/{m}:generateContent | :streamGenerateContent
@@ -32,6 +32,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from tests.upstream import render
+from tests.upstream.render_responses import ResponsesRender
 from tests.upstream.reply import Reply
 from tests.upstream.validate import (
     Rejection,
@@ -40,6 +41,7 @@ from tests.upstream.validate import (
     check_gemini_generate,
     check_openai_chat,
 )
+from tests.upstream.validate_responses import Stored, check_openai_responses
 
 Backend = Literal["openai", "openrouter", "anthropic", "gemini"]
 BACKENDS: tuple[Backend, ...] = ("openai", "openrouter", "anthropic", "gemini")
@@ -101,6 +103,7 @@ class RecordedRequest:
     raw: bytes = b""
     status: int | None = None  # the status answered (None while in flight)
     error: str | None = None  # the message of an error answer (rejection, auth ...)
+    closed_by_client: float | None = None  # when the client closed the connection mid-stream
 
     @property
     def api_path(self) -> str:
@@ -124,8 +127,10 @@ class RecordedRequest:
         auth = self.headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
             return auth[7:].strip() or None
-        return self.headers.get("x-api-key") or self.headers.get("x-goog-api-key") or (
-            self.query.get("key")
+        return (
+            self.headers.get("x-api-key")
+            or self.headers.get("x-goog-api-key")
+            or (self.query.get("key"))
         )
 
     @property
@@ -219,6 +224,7 @@ class ServerState:
     strict_schema_formats: bool = True  # Gemini: only the documented `format` values
     count_tokens: int | None = None  # fixed count_tokens answer; None estimates
     log: RequestLog = field(default_factory=RequestLog)
+    stored: Stored = field(default_factory=Stored)  # Responses API: responses given with store on
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _queues: dict[str | None, deque[Reply]] = field(default_factory=dict, repr=False)
     _defaults: dict[str | None, Reply] = field(default_factory=lambda: {None: Reply()}, repr=False)
@@ -390,6 +396,8 @@ class UpstreamApp:
         if backend in ("openai", "openrouter"):
             if method == "POST" and sub == "/chat/completions":
                 return await self._openai_chat(request, record, backend, body)
+            if method == "POST" and sub == "/responses" and backend == "openai":
+                return await self._openai_responses(request, record, body)
             if method == "GET" and sub == "/models":
                 return _json_response(render.openai_models(self._models(backend), backend))  # type: ignore[arg-type]
             if method == "GET" and sub.startswith("/models/"):
@@ -549,7 +557,9 @@ class UpstreamApp:
                 return response
             await response.write_eof()
         except ConnectionResetError:
-            pass  # the client went away first (it may, once it has seen an error event)
+            # the client went away first (it may, once it has seen an error event, or when the
+            # proxy stops a looping answer)
+            record.closed_by_client = time.time()
         return response
 
     # ---------------------------------------------------------------- OpenAI / OpenRouter
@@ -593,6 +603,52 @@ class UpstreamApp:
             lambda: render.openai_stream(reply, answer_model, flavor, include_usage, obfuscation),
             lambda message: render.openai_stream_error(message, flavor, answer_model),
         )
+
+    async def _openai_responses(
+        self, request: web.Request, record: RecordedRequest, body: Any
+    ) -> web.StreamResponse:
+        stored = self.state.stored
+        if self.state.validate:
+            rejection = check_openai_responses(body, stored)
+            if rejection is not None:
+                return self._rejected(record, "openai", rejection)
+        if not isinstance(body, dict):
+            return self._error(record, "openai", 400, "The request body must be a JSON object.")
+        model = str(body.get("model"))
+        if self._unknown_model("openai", model):
+            return self._error(
+                record,
+                "openai",
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+            )
+        reply = self.state.next_reply("openai", record)
+        answer = ResponsesRender(reply, reply.model or model, body)
+
+        def events() -> list[bytes]:
+            chunks = answer.events()
+            answer.kept_events = max(1, len(chunks) // 2)  # what `_send` keeps of a broken stream
+            return chunks
+
+        response = await self._send(
+            request,
+            record,
+            "openai",
+            reply,
+            body.get("stream") is True,
+            answer.response,
+            events,
+            lambda message: answer.error_event(message, reply.responses_error_event),
+        )
+        if response.status == 200 and record.error is None and body.get("store") is not False:
+            output = answer.output()
+            stored.add(
+                answer.id,
+                {item["call_id"] for item in output if item["type"] == "function_call"},
+                {item["id"] for item in output},
+            )
+        return response
 
     def _openai_model(self, record: RecordedRequest, backend: str, model_id: str) -> web.Response:
         if model_id not in self._models(backend):
