@@ -22,6 +22,7 @@ from addons.conffile import ConfFile  # noqa: E402
 from addons.config import Config  # noqa: E402
 from addons.failover import Failover  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
+from addons.gemini_cli import GeminiCli  # noqa: E402
 from addons.llmview import LLMView  # noqa: E402
 from addons.loops import Loops  # noqa: E402
 from addons.redaction import Redaction  # noqa: E402
@@ -62,6 +63,7 @@ def make_chain() -> list[object]:
         Responses(config, timeouts),
         UsageRecorder(config),
         Routes(config),
+        GeminiCli(config),
         LLMView(),
         ConfFile(),
     ]

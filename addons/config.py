@@ -32,6 +32,7 @@ class Config:
     def __init__(self) -> None:
         self.env: dict[str, str] = {}
         self.backends: dict[str, Backend] = {}
+        self.local_backends: dict[str, Backend] = {}  # run by the proxy (the Gemini CLI)
         self.pools: dict[str, KeyPool] = {}  # each backend's keys: rotation, cooldowns
         self.default_backend: str | None = None
         self.proxy_key: str | None = None
@@ -72,6 +73,7 @@ class Config:
         """Use `env` (already merged) as the proxy's environment."""
         self.env = env
         self.backends = load_backends(self.env)
+        self.backends.update(self.local_backends)
         self.pools = {
             name: KeyPool(b.keys)
             for name, b in self.backends.items()
@@ -82,6 +84,14 @@ class Config:
                 self.pools[name] = self.pools[b.kind.alias_of]
         self.default_backend = default_backend(self.backends, self.env)
         self.proxy_key = self.env.get(PROXY_KEY_VAR) or None
+
+    def add_local_backend(self, backend: Backend) -> None:
+        self.local_backends[backend.name] = backend
+        self.backends[backend.name] = backend
+
+    def remove_local_backend(self, name: str) -> None:
+        self.local_backends.pop(name, None)
+        self.backends.pop(name, None)
 
     def scrub(self, text: str) -> str:
         """`text` with every configured key value (backends' and the proxy's) masked."""

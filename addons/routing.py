@@ -39,6 +39,7 @@ _DROP = _AUTH | _HOP
 _DROP_KEEPING_AUTH = _HOP
 # Headers of one vendor's SDK that mean nothing (or something wrong) to another vendor's API.
 _VENDOR_PREFIXES = (b"anthropic-", b"openai-", b"x-stainless-", b"x-goog-", b"x-claude-code-")
+SESSION_HEADER = b"x-llm-session"  # tells a local backend (the Gemini CLI) whose session it is
 _FIXED = {b"accept-encoding": b"identity", b"content-type": b"application/json"}
 
 
@@ -237,6 +238,8 @@ class Routing:
         if not req_is_h2:
             fields.append((b"host", backend.host_header.encode()))
         fields.extend(added.items())
+        if backend.kind.local and ex.front.session_id:
+            fields.append((SESSION_HEADER, ex.front.session_id.encode()))
         return fields
 
     def _nothing_to_try(self, flow: http.HTTPFlow, ex: Exchange, route: Route) -> None:

@@ -28,6 +28,7 @@ class BackendKind:
     auth: AuthStyle
     env_prefix: str
     alias_of: str | None = None  # the same API, keys and models, spoken in another protocol
+    local: bool = False  # run by the proxy itself (configured by its addon, not by keys)
 
 
 KINDS: dict[str, BackendKind] = {
@@ -45,6 +46,15 @@ KINDS: dict[str, BackendKind] = {
             "bearer",
             "OPENAI",
             alias_of="openai",
+        ),
+        # the local Gemini CLI, run by the proxy per request (`gemini-cli-direct:gemini-2.5-pro`)
+        BackendKind(
+            "gemini-cli-direct",
+            "openai",
+            "http://127.0.0.1:9/v1",
+            "bearer",
+            "GEMINI_CLI",
+            local=True,
         ),
         BackendKind(
             "anthropic", "anthropic", "https://api.anthropic.com/v1", "x-api-key", "ANTHROPIC"
@@ -185,6 +195,8 @@ def load_backends(env: Mapping[str, str]) -> dict[str, Backend]:
     """
     backends: dict[str, Backend] = {}
     for kind in KINDS.values():
+        if kind.local:
+            continue
         keys = read_keys(env, kind.env_prefix)
         base = env.get(f"{kind.env_prefix}_API_BASE_URL", "").strip()
         if not keys and not base:

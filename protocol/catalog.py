@@ -87,7 +87,9 @@ class ModelCatalog:
 def _listed(backends: Mapping[str, Backend]) -> dict[str, Backend]:
     """The backends with a model list of their own (an alias such as `openai-responses`
     shares its API's)."""
-    return {name: b for name, b in backends.items() if b.kind.alias_of is None}
+    return {
+        name: b for name, b in backends.items() if b.kind.alias_of is None and not b.kind.local
+    }
 
 
 def render_models(
