@@ -259,6 +259,9 @@ SETTINGS: dict[str, Setting] = {
     )
 }
 UNSET_ONLY = {"oneoff": "oneoff"}  # unset also cancels a pending one-off
+# Settings that say the same thing two ways: setting one drops the other (the latest wins),
+# unless both are set by the same command.
+REPLACES = {"reasoning_effort": "thinking_budget", "thinking_budget": "reasoning_effort"}
 
 
 def _setting(command: str, key: str) -> Setting:
@@ -361,10 +364,15 @@ def _set(command: Command, ctx: CommandContext) -> Apply:
         parsed, note = setting.parse("set", value, ctx)
         changes.append((setting, parsed, note))
 
+    fields = {setting.field for setting, _, _ in changes}
+
     def apply(session: Session) -> str:
         replies = []
         for setting, parsed, note in changes:
             setattr(session, setting.field, parsed)
+            replaced = REPLACES.get(setting.field)
+            if replaced and replaced not in fields:
+                setattr(session, replaced, None)
             replies.append(f"{setting.key} set to {_show(parsed)}{note}")
         return "; ".join(replies)
 

@@ -598,3 +598,13 @@ def test_help_for_the_route_commands(session: Session, ctx: CommandContext) -> N
     assert details.startswith("!/create-failover-route(name=N, policy=k|m|km|mk) - ")
     assert "  mk: key 1 of every element, then key 2" in details
     assert "!/create-failover-route(name=smart, policy=km)" in details
+
+
+def test_the_latest_of_effort_and_budget_wins(session: Session, ctx: CommandContext) -> None:
+    run("!/set(reasoning-effort=high)", session, ctx)
+    run("!/set(thinking-budget=5000)", session, ctx)
+    assert (session.reasoning_effort, session.thinking_budget) == (None, 5000)
+    run("!/set(reasoning-effort=low)", session, ctx)
+    assert (session.reasoning_effort, session.thinking_budget) == ("low", None)
+    run("!/set(reasoning-effort=medium, thinking-budget=3000)", session, ctx)
+    assert (session.reasoning_effort, session.thinking_budget) == ("medium", 3000)
