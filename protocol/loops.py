@@ -455,9 +455,12 @@ class LoopDetector:
         find where that repetition began, and drop the candidates it already implies."""
         base = self._base
         q_start = _run_start(self._buf, now - base, q, now - start - q)
-        if q_start <= q:
+        if q_start > q:
+            zone_start = q_start - q + base
+        elif base == 0:
+            zone_start = 0  # it began with the stream itself
+        else:
             return  # it began before the buffer: where exactly is unknown, no zone
-        zone_start = q_start - q + base
         self._zone_q, self._zone_start = q, zone_start
         runs = self._runs
         for p in [p for p, st in runs.items() if p % q == 0 and st >= zone_start + p]:

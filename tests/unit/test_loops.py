@@ -811,3 +811,14 @@ def test_settings_check_their_own_consistency() -> None:
         LoopSettings(max_pattern_length=1000, min_repetitions=3, buffer_size=2999)
     with pytest.raises(ValueError):
         ToolLoopSettings(mode="sometimes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("unit", ["tok ", "null, ", "0, ", "."])
+def test_a_run_of_one_word_from_the_start_of_the_stream_is_no_loop_and_stays_cheap(
+    unit: str,
+) -> None:
+    """Found by bench/loops.py --relay: a stream that starts with a non-word run had every
+    multiple of the unit alive as a candidate (about 70 us per delta instead of 2)."""
+    detector = LoopDetector(LoopSettings())
+    assert all(detector.feed(unit) is None for _ in range(3000))
+    assert len(detector._runs) < 5  # the run is one zone, not hundreds of candidates
