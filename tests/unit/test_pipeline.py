@@ -1,0 +1,141 @@
+"""The stream pipeline's endings: abort, a halting stage, and passthrough under the scrubber.
+
+Each case runs a real upstream stream (bytes as the vendor sends them) through the pipeline and
+reads the client's bytes back with that protocol's own decoder, as an SDK would.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from protocol.canonical import ChatRequest, Error, Event, Finish, TextDelta
+from protocol.codec import codec
+from protocol.exchange import Exchange, Front
+from protocol.loops import LoopStage
+from protocol.pipeline import StreamPipeline
+from protocol.redaction import RedactionStage, Redactor
+
+KEY = "sk-test-0123456789abcdefghij"
+
+
+def openai_sse(*texts: str, finish: bool = True) -> list[bytes]:
+    def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
+        body = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "system_fingerprint": "fp_keep_me",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": reason}],
+        }
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    out += [chunk({"content": t}) for t in texts]
+    if finish:
+        out += [chunk({}, "stop"), b"data: [DONE]\n\n"]
+    return out
+
+
+def pipeline(front: str, back: str, stages: list[Any] | None = None, **kw: Any) -> StreamPipeline:
+    ex = Exchange(
+        front=Front(protocol=front, client_stream=True),  # type: ignore[arg-type]
+        request=ChatRequest(source=front, model="m"),  # type: ignore[arg-type]
+        raw={},
+        requested_model="m",
+    )
+    ex.backend_protocol = back  # type: ignore[assignment]
+    ex.stages = list(stages or [])
+    return StreamPipeline(
+        codec(back).decoder(), codec(front).encoder(), ex, passthrough=front == back, **kw
+    )
+
+
+def run(p: StreamPipeline, chunks: list[bytes], end: bool = True) -> bytes:
+    out = bytearray()
+    for c in [*chunks, *([b""] if end else [])]:
+        result = p(c)
+        out += result if isinstance(result, bytes) else b"".join(result)
+    return bytes(out)
+
+
+def client_events(protocol: str, data: bytes) -> list[Event]:
+    decoder = codec(protocol).decoder()
+    return decoder.feed(data) + decoder.close()
+
+
+def text_of(events: list[Event]) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def test_passthrough_relays_whole_events_byte_for_byte_however_split() -> None:
+    chunks = openai_sse("Hello", " world")
+    data = b"".join(chunks)
+    pieces = [data[i : i + 7] for i in range(0, len(data), 7)]
+    out = run(pipeline("openai", "openai"), pieces)
+    assert out == data
+
+
+def test_abort_ends_a_passthrough_stream_with_an_error_in_the_clients_protocol() -> None:
+    p = pipeline("openai", "openai")
+    out = run(p, openai_sse("partial answer", finish=False), end=False)
+    p.abort("the backend sent nothing for 2 s", 504, "timeout")
+    out += run(p, [b"\n", b"more bytes the upstream sends late"])
+    events = client_events("openai", out)
+    assert text_of(events) == "partial answer"
+    assert any(isinstance(e, Error) and "nothing for 2 s" in e.message for e in events)
+    assert out.endswith(b"data: [DONE]\n\n") or b"[DONE]" not in out
+    assert p.exchange.outcome == "error" and p.ended
+
+
+def test_abort_of_a_converted_stream() -> None:
+    p = pipeline("anthropic", "openai")
+    out = run(p, openai_sse("half", finish=False), end=False)
+    p.abort("cut", 504, "timeout")
+    out += run(p, [b"x"])
+    events = client_events("anthropic", out)
+    assert text_of(events) == "half"
+    assert isinstance(events[-1], Error) or any(isinstance(e, Error) for e in events)
+
+
+def test_a_halting_stage_in_passthrough_closes_the_stream_cleanly() -> None:
+    halted: list[bool] = []
+    ex_holder: list[Exchange] = []
+
+    def on_halt(_: Any) -> None:
+        ex_holder[0].outcome = "loop_halted"
+
+    stage = LoopStage(on_halt=on_halt)
+    p = pipeline("openai", "openai", [stage], on_halt=lambda _: halted.append(True))
+    ex_holder.append(p.exchange)
+    unit = "I will read the configuration file again to check it. "
+    out = run(p, openai_sse("Start. ", *([unit] * 10)))
+    events = client_events("openai", out)
+    text = text_of(events)
+    assert text.startswith("Start. ") and '[loop detected: "' in text
+    assert text.count(unit.strip()) <= 5
+    finishes = [e for e in events if isinstance(e, Finish)]
+    assert finishes and finishes[-1].stop_reason in ("stop", "end", "loop_halted")
+    assert out.rstrip().endswith(b"data: [DONE]")
+    assert halted == [True]
+
+
+def test_passthrough_under_the_scrubber_catches_a_key_split_over_deltas() -> None:
+    redactor = Redactor([KEY]).keys_only()
+    stage = RedactionStage(redactor)
+    p = pipeline("openai", "openai", [stage])
+    p.guard = stage
+    pieces = ["your key: ", KEY[:5], KEY[5:12], KEY[12:], " keep it safe"]
+    out = run(p, openai_sse(*pieces))
+    assert KEY.encode() not in out and KEY[5:12].encode() not in out
+    assert text_of(client_events("openai", out)) == "your key: (API_KEY_HAS_BEEN_REDACTED) keep it safe"
+    assert stage.count == 1
+
+
+def test_passthrough_under_the_scrubber_stays_byte_for_byte_without_a_key() -> None:
+    stage = RedactionStage(Redactor([KEY]).keys_only())
+    p = pipeline("openai", "openai", [stage])
+    p.guard = stage
+    chunks = openai_sse("skip the ", "sk", "ipping ", "stones")  # "sk" starts like the key
+    assert run(p, chunks) == b"".join(chunks)  # fields the encoder would not keep stay too
