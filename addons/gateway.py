@@ -166,5 +166,9 @@ class Gateway:
             client_stream=chat.stream and not counting,
         )
         flow.metadata["llm"] = Exchange(
-            front=front, request=chat, raw=body, requested_model=chat.model
+            front=front,
+            request=chat,
+            raw=body,
+            requested_model=chat.model,
+            client_line=f"{flow.request.method} {flow.request.pretty_url}",
         )

@@ -87,6 +87,7 @@ class Redaction:
             enabled = ex.session.redact_api_keys
         if not enabled:
             return
+        ex.redactor = redactor
         count = redactor.redact_request(ex.request)
         if count:
             ex.request_edited = True

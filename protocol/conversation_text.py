@@ -25,6 +25,9 @@ from protocol.exchange import Exchange
 MAX_TEXT = 4000
 
 
+MAX_CLIENT_BODY = 20_000
+
+
 def _short(text: str, limit: int = MAX_TEXT) -> str:
     if len(text) <= limit:
         return text
@@ -93,7 +96,20 @@ def render_request(ex: Exchange) -> str:
     shown = {k: v for k, v in settings.items() if v is not None}
     if shown:
         out += ["", "== settings ==", json.dumps(shown)]
+    out += ["", "== the client's request ==", *render_client_request(ex)]
     return "\n".join(out)
+
+
+def render_client_request(ex: Exchange) -> list[str]:
+    """The request as the client sent it (the flow itself shows it as sent upstream): its
+    line and its JSON body, secrets redacted as in the prompt, long texts shortened."""
+    body = json.dumps(ex.raw, indent=2, ensure_ascii=False)
+    redactor = ex.redactor or ex.answer_scrubber
+    if redactor is not None:  # before shortening: a key cut in two would not be found
+        body = redactor.redact(body)[0]
+    if len(body) > MAX_CLIENT_BODY:
+        body = body[:MAX_CLIENT_BODY] + f"\n... ({len(body) - MAX_CLIENT_BODY} more characters)"
+    return [ex.client_line or "(request line unknown)", body]
 
 
 def render_answer(answer: ChatResponse | None) -> str:

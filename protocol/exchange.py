@@ -81,6 +81,8 @@ class Exchange:
     recorded: bool = False  # the usage row was written
     redactions: int = 0  # secrets replaced in the prompt and the answer
     answer_scrubber: Redactor | None = None  # configured keys to scrub out of the answer
+    redactor: Redactor | None = None  # what the prompt was redacted with (for displays)
+    client_line: str = ""  # the client's request line, e.g. "POST /v1/chat/completions"
     resuming: bool = False  # a failed connection is being replaced by the next attempt
     backend_protocol: ProtocolName | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)  # those the plan names

@@ -53,3 +53,17 @@ def test_response_side() -> None:
     text = render_response(exchange())
     assert "[thinking]\n    hmm\n    done" in text
     assert "ok, status 200" in text and "tokens: in 5, out 2" in text
+
+
+def test_the_clients_own_request_is_shown_with_its_secrets_redacted() -> None:
+    from protocol.redaction import Redactor
+
+    key = "sk-ant-api03-" + "k" * 40
+    ex = exchange()
+    ex.raw = {"model": "m", "messages": [{"role": "user", "content": f"my key {key}"}]}
+    ex.client_line = "POST http://127.0.0.1:8000/anthropic/v1/messages"
+    ex.redactor = Redactor([key])
+    text = render_request(ex)
+    assert "== the client's request ==\nPOST http://127.0.0.1:8000/anthropic/v1/messages" in text
+    assert '"content": "my key (API_KEY_HAS_BEEN_REDACTED)"' in text
+    assert key not in text
