@@ -11,6 +11,8 @@ import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
+import httpx
 import openai
 import pytest
 
@@ -79,3 +81,153 @@ def test_ca_command_prints_the_ca_clients_trust(tmp_path: Path) -> None:
     ).stdout.strip()
     assert out == str(tmp_path / "mitmproxy-ca-cert.pem")
     assert Path(out).read_text().startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_an_in_chat_command_reroutes_an_intercepted_client(
+    intercepting: tuple[ProxyProcess, Path], upstream: Upstream
+) -> None:
+    proxy, ca = intercepting
+    agent = client(proxy, ca)
+    session = {"x-session-id": "intercepted-agent"}
+    reply = agent.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": f"!/set(model=anthropic:{MODELS['anthropic']})"}],
+        extra_headers=session,
+    )
+    assert "model set to" in (reply.choices[0].message.content or "")
+    assert not upstream.requests  # answered by the proxy
+    upstream.enqueue(Reply(text="claude answering an OpenAI agent"))
+    r = agent.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], extra_headers=session
+    )
+    assert r.choices[0].message.content == "claude answering an OpenAI agent"
+    assert upstream.last().backend == "anthropic"
+
+
+@pytest.fixture(scope="module")
+def own_key_proxy(
+    upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ProxyProcess, Path]]:
+    """No Anthropic key configured: an intercepted Anthropic client keeps its own."""
+    confdir = tmp_path_factory.mktemp("conf-intercept-own")
+    with running_proxy(
+        upstream, confdir, proxy_key=False, intercept=True, drop=("ANTHROPIC_API_KEY",)
+    ) as process:
+        yield process, confdir / "mitmproxy-ca-cert.pem"
+
+
+def test_the_anthropic_sdk_streams_through_interception_with_its_own_key(
+    own_key_proxy: tuple[ProxyProcess, Path], upstream: Upstream
+) -> None:
+    proxy, ca = own_key_proxy
+    http = anthropic.DefaultHttpxClient(
+        proxy=f"http://127.0.0.1:{proxy.intercept_port}",
+        verify=ssl.create_default_context(cafile=str(ca)),
+    )
+    own_key = UPSTREAM_KEYS["anthropic"]  # the user's own key, which the upstream accepts
+    claude = anthropic.Anthropic(api_key=own_key, http_client=http, max_retries=0)
+    upstream.enqueue(Reply(text="streamed through the intercepting listener", text_chunks=5))
+    with claude.messages.stream(
+        model=MODELS["anthropic"], max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        pieces = list(stream.text_stream)
+    assert "".join(pieces) == "streamed through the intercepting listener" and len(pieces) > 1
+    rec = upstream.last("anthropic")
+    assert rec.key == own_key  # the client's own, however its SDK sends it
+
+
+def test_a_malformed_body_gets_the_protocols_error(
+    intercepting: tuple[ProxyProcess, Path], upstream: Upstream
+) -> None:
+    proxy, ca = intercepting
+    http = httpx.Client(
+        proxy=f"http://127.0.0.1:{proxy.intercept_port}",
+        verify=ssl.create_default_context(cafile=str(ca)),
+    )
+    r = http.post(
+        "https://api.anthropic.com/v1/messages",
+        content=b'{"model": "claude-x", "messages": "not a list"',
+        headers={"x-api-key": "k", "anthropic-version": "2023-06-01"},
+    )
+    assert r.status_code == 400
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
+    assert not upstream.requests
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "server.pem", tmp / "server.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_other_hosts_pass_through_untouched(
+    intercepting: tuple[ProxyProcess, Path], upstream: Upstream, tmp_path: Path
+) -> None:
+    """A TLS server that is not an LLM API: the client sees the server's own certificate (the
+    connection is not decrypted), gets its bytes as sent, and no usage row is written."""
+    import http.server
+    import threading
+
+    proxy, _ = intercepting
+    cert, key = _self_signed(tmp_path)
+    payload = b'{"not": "an llm", "bytes": "\\u00e9 exactly as sent"}'
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        trust_only_the_server = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(
+            proxy=f"http://127.0.0.1:{proxy.intercept_port}", verify=trust_only_the_server
+        ) as http_client:
+            r = http_client.post(
+                f"https://localhost:{port}/v1/chat/completions",
+                json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+            )
+        assert r.status_code == 200 and r.content == payload
+        assert not upstream.requests
+    finally:
+        server.shutdown()
