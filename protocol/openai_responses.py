@@ -82,6 +82,7 @@ from protocol.canonical import (
     Usage,
 )
 from protocol.codec import ProtocolError, error_kind
+from protocol.reasoning import openai_effort
 from protocol.sse import SSEDecoder
 
 NAME: ProtocolName = "responses"
@@ -757,8 +758,9 @@ def _plain_user_text(msg: Message) -> bool:
     )
 
 
-def _budget_effort(budget: int) -> str:
-    return "low" if budget <= 1024 else "medium" if budget <= 8192 else "high"
+def _budget_effort(r: Reasoning) -> str | None:
+    """The effort for a budget, from the shared table (`protocol.reasoning`)."""
+    return openai_effort(Reasoning(budget_tokens=r.budget_tokens, enabled=r.enabled))
 
 
 def _render_reasoning(r: Reasoning, raw: Any) -> dict[str, Any] | None:
@@ -768,7 +770,9 @@ def _render_reasoning(r: Reasoning, raw: Any) -> dict[str, Any] | None:
         if r.effort != was.effort and r.effort is not None:
             robj["effort"] = r.effort
         elif r.effort is None and was.effort is None and r.budget_tokens:
-            robj["effort"] = _budget_effort(r.budget_tokens)
+            derived = _budget_effort(r)
+            if derived is not None:
+                robj["effort"] = derived
         if r.include_thoughts != was.include_thoughts:
             if r.include_thoughts:
                 robj["summary"] = "auto"
@@ -778,11 +782,14 @@ def _render_reasoning(r: Reasoning, raw: Any) -> dict[str, Any] | None:
         return robj
     effort: str | None = r.effort
     if effort is None and r.enabled is not False and r.budget_tokens and r.budget_tokens > 0:
-        effort = _budget_effort(r.budget_tokens)
+        effort = _budget_effort(r)
     robj = {}
     if effort is not None:
         robj["effort"] = effort
-    if r.include_thoughts:
+    # a client that turned thinking on (Anthropic `thinking`, a Gemini budget) expects to see
+    # it: ask for the summaries. An effort alone (OpenAI's way) does not ask to see anything.
+    thinking_on = r.enabled is True or (r.enabled is None and bool(r.budget_tokens))
+    if r.include_thoughts or (r.include_thoughts is None and thinking_on):
         robj["summary"] = "auto"
     return robj or None
 

@@ -648,7 +648,7 @@ def test_render_converted_request() -> None:
         "temperature": 0.2,
         "top_p": 0.8,
         "max_output_tokens": 1024,
-        "reasoning": {"effort": "medium", "summary": "auto"},
+        "reasoning": {"effort": "low", "summary": "auto"},  # 4000 tokens: low in the table
         "stream": True,
         "store": False,
     }
@@ -659,11 +659,12 @@ def test_render_converted_request() -> None:
     [
         (Reasoning(effort="max"), {"effort": "max"}),
         (Reasoning(effort="none"), {"effort": "none"}),
-        (Reasoning(budget_tokens=1000), {"effort": "low"}),
-        (Reasoning(budget_tokens=20000), {"effort": "high"}),
+        (Reasoning(budget_tokens=1000), {"effort": "low", "summary": "auto"}),
+        (Reasoning(budget_tokens=20000), {"effort": "high", "summary": "auto"}),
         (Reasoning(budget_tokens=20000, enabled=False), None),
         (Reasoning(include_thoughts=True), {"summary": "auto"}),
-        (Reasoning(enabled=True), None),
+        (Reasoning(include_thoughts=False, budget_tokens=5000), {"effort": "medium"}),
+        (Reasoning(enabled=True), {"summary": "auto"}),  # thinking on: show it
     ],
 )
 def test_reasoning_to_effort(reasoning: Reasoning, expected: dict[str, Any] | None) -> None:
@@ -1607,7 +1608,12 @@ def test_property_request_conversion_is_lossless(req: ChatRequest) -> None:
     body = json.loads(json.dumps(orp.render_request(req)))
     assert_sdk_valid(body)
     back = orp.parse_request(body)
-    assert _strip(back.model_dump()) == _strip(_as_turns(req).model_dump())
+    expected = _as_turns(req)
+    r = expected.reasoning
+    if r is not None and r.include_thoughts is None and body.get("reasoning", {}).get("summary"):
+        # thinking turned on without a word on showing it: the summaries are asked for
+        expected.reasoning = r.model_copy(update={"include_thoughts": True})
+    assert _strip(back.model_dump()) == _strip(expected.model_dump())
     # and the same-protocol round trip of what we rendered is exact
     assert orp.render_request(back) == body
 

@@ -57,7 +57,9 @@ class Reply:
     many bytes, `close_midstream` aborts the connection half way, `midstream_error` sends the
     API's in-stream error event half way and ends. `interleave_tool_args`/`args_at_end` shape
     OpenAI tool-call chunks. `omit_usage` drops usage everywhere (including where the real
-    API always sends it: Anthropic, OpenRouter).
+    API always sends it: Anthropic, OpenRouter). On the OpenAI Responses API `midstream_error`
+    ends the stream with `response.failed` (`error_type` as its code), or with a bare `error`
+    event when `responses_error_event` is set.
     """
 
     text: str | None = None
@@ -85,6 +87,8 @@ class Reply:
     close_midstream: bool = False
     reset: bool = False  # drop the connection before any answer (after delay_before_headers)
     midstream_error: str | None = None  # the API's in-stream error event, half way through
+    # OpenAI Responses: send `midstream_error` as a bare `error` event, not `response.failed`
+    responses_error_event: bool = False
 
     @property
     def answer_text(self) -> str:

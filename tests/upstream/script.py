@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 from aiohttp import web
@@ -207,13 +208,16 @@ class Upstream:
         key: str | None = None,
         model: str | None = None,
         times: int | None = None,
+        match: Callable[[RecordedRequest], bool] | None = None,
     ) -> None:
         """Answer the requests of this backend / key / model with `reply` (before any queue).
 
-        Each criterion left None matches anything; `times` answers that many, then the rule
-        is dropped. `reset()` drops every rule.
+        Each criterion left None matches anything; `match` tests the request itself (e.g.
+        `lambda r: not conversation.tool_results(r)`: only before the tool ran). `times`
+        answers that many, then the rule is dropped. `reset()` drops every rule. Rules are
+        tried in the order they were added.
         """
-        self.state.add_rule(Rule(reply, backend, key, model, times))
+        self.state.add_rule(Rule(reply, backend, key, model, times, match))
 
     def set_default(self, reply: Reply, backend: Backend | None = None) -> None:
         """The reply used when the queues are empty (per backend, or for all)."""

@@ -189,19 +189,21 @@ class RequestLog:
 
 @dataclass(slots=True)
 class Rule:
-    """A reply for the requests of one backend, key and/or model (None matches any)."""
+    """A reply for the requests of one backend, key, model and/or `match` (None matches any)."""
 
     reply: Reply
     backend: str | None = None
     key: str | None = None
     model: str | None = None
     times: int | None = None  # answered this many times, then dropped; None: for ever
+    match: Callable[[RecordedRequest], bool] | None = None  # a test of the request itself
 
     def matches(self, backend: str, record: RecordedRequest) -> bool:
         return (
             (self.backend is None or self.backend == backend)
             and (self.key is None or self.key == record.key)
             and (self.model is None or self.model == record.model)
+            and (self.match is None or self.match(record))
         )
 
 
