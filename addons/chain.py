@@ -23,7 +23,7 @@ from addons.config import Config  # noqa: E402
 from addons.failover import Failover  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.gemini_cli import GeminiCli  # noqa: E402
-from addons.intercept import Intercept  # noqa: E402
+from addons.intercept import InterceptTls  # noqa: E402
 from addons.llmview import LLMView  # noqa: E402
 from addons.loops import Loops  # noqa: E402
 from addons.redaction import Redaction  # noqa: E402
@@ -53,7 +53,7 @@ def make_chain() -> list[object]:
     timeouts = Timeouts()
     return [
         config,
-        Intercept(),
+        InterceptTls(),
         UsageApi(config),
         Gateway(config),
         Commands(config),

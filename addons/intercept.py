@@ -20,7 +20,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 logger = logging.getLogger(__name__)
 
 
-class Intercept:
+class InterceptTls:
     def __init__(self) -> None:
         self._told_about_ca = False
 

@@ -291,3 +291,18 @@ async def test_without_a_proxy_key_only_local_clients_are_accepted() -> None:
     await run_request(chain, remote)
     status, body = error_of(remote)
     assert status == 401 and "only local clients" in body["error"]["message"]
+
+
+async def test_the_chain_loads_beside_every_stock_mitmproxy_addon() -> None:
+    """mitmdump/mitmweb -s addons/chain.py: no part of the chain may share the name of an addon
+    of mitmdump's or mitmweb's (mitmproxy refuses the script; found with a class `Intercept`)."""
+    from mitmproxy import options
+    from mitmproxy.tools.dump import DumpMaster
+    from mitmproxy.tools.web.master import WebMaster
+
+    from addons.chain import LLMProxy
+
+    dump = DumpMaster(options.Options(), with_termlog=False, with_dumper=False)
+    dump.addons.add(LLMProxy())
+    web = WebMaster(options.Options(), with_termlog=False)
+    web.addons.add(LLMProxy())
