@@ -1302,8 +1302,10 @@ def render_response(resp: ChatResponse) -> dict[str, Any]:
 # Streams
 # ==============================================================================================
 
-_ERROR_STATUS: Final[dict[str, int]] = {
+_ERROR_STATUS: Final[dict[str, int]] = {  # error `type`s and `code`s (also the Responses API's)
     "invalid_request_error": 400,
+    "invalid_prompt": 400,
+    "context_length_exceeded": 400,
     "authentication_error": 401,
     "invalid_api_key": 401,
     "permission_error": 403,
@@ -1315,13 +1317,16 @@ _ERROR_STATUS: Final[dict[str, int]] = {
     "server_error": 500,
     "api_error": 500,
     "overloaded_error": 503,
+    "server_is_overloaded": 503,
+    "vector_store_timeout": 504,
     "timeout": 504,
 }
 
 
-def _error_event(err: Any) -> Error:
+def error_event(err: Any) -> Error:
+    """An OpenAI error object (chat completions or Responses, in a stream) as an `Error`."""
     if not isinstance(err, dict):
-        return Error(message=str(err), status=500, kind="api_error")
+        return Error(message=str(err) if err else "upstream error", status=500, kind="api_error")
     message = err.get("message")
     if not isinstance(message, str) or not message:
         message = _dumps(err)
@@ -1333,7 +1338,7 @@ def _error_event(err: Any) -> Error:
     elif _is_int(given) and 400 <= given < 600:
         status = given
     else:
-        status = _ERROR_STATUS.get(str(err.get("type")), _ERROR_STATUS.get(str(code), 500))
+        status = _ERROR_STATUS.get(str(code), _ERROR_STATUS.get(str(err.get("type")), 500))
     return Error(message=message, status=status, kind=error_kind(status))
 
 
@@ -1417,7 +1422,7 @@ class StreamDecoder:
         if not self._started and (err or obj.get("id") or obj.get("choices")):
             self._start(obj, out)  # (Azure's first chunk, prompt_filter_results only, has no id)
         if err:
-            out.append(_error_event(err))
+            out.append(error_event(err))
             self._errored = True
             return
         usage = obj.get("usage")

@@ -81,7 +81,7 @@ from protocol.canonical import (
     ToolResultPart,
     Usage,
 )
-from protocol.codec import ProtocolError, error_kind
+from protocol.codec import ProtocolError
 from protocol.reasoning import openai_effort
 from protocol.sse import SSEDecoder
 
@@ -1343,42 +1343,6 @@ def render_response(resp: ChatResponse) -> dict[str, Any]:
 # Streams
 # ==============================================================================================
 
-_ERROR_STATUS: Final[dict[str, int]] = {
-    "invalid_request_error": 400,
-    "invalid_prompt": 400,
-    "context_length_exceeded": 400,
-    "authentication_error": 401,
-    "invalid_api_key": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "model_not_found": 404,
-    "rate_limit_error": 429,
-    "rate_limit_exceeded": 429,
-    "insufficient_quota": 429,
-    "server_error": 500,
-    "api_error": 500,
-    "overloaded_error": 503,
-    "server_is_overloaded": 503,
-    "vector_store_timeout": 504,
-    "timeout": 504,
-}
-
-
-def _error_event(err: Any) -> Error:
-    if not isinstance(err, dict):
-        return Error(message=str(err) if err else "upstream error", status=500, kind="api_error")
-    message = err.get("message")
-    if not isinstance(message, str) or not message:
-        message = _dumps(err)
-    code, kind = err.get("code"), err.get("type")
-    status: int
-    if _is_int(code) and 400 <= code < 600:
-        status = code
-    else:
-        status = _ERROR_STATUS.get(str(code), _ERROR_STATUS.get(str(kind), 500))
-    return Error(message=message, status=status, kind=error_kind(status))
-
-
 class _Item:
     """What the decoder knows of one output item (by `output_index`)."""
 
@@ -1473,12 +1437,12 @@ class StreamDecoder:
             resp = obj.get("response")
             resp = resp if isinstance(resp, dict) else {}
             if kind == "response.failed" and not self._errored:
-                out.append(_error_event(resp.get("error") or "the response failed"))
+                out.append(openai_chat.error_event(resp.get("error") or "the response failed"))
                 self._errored = True
             self._finish(resp, out)
         elif kind == "error":
             err = obj.get("error") if isinstance(obj.get("error"), dict) else obj
-            out.append(_error_event(err))
+            out.append(openai_chat.error_event(err))
             self._errored = True
 
     def _start(self, obj: dict[str, Any], out: list[Event]) -> None:
