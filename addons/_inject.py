@@ -182,17 +182,21 @@ class ResponseFeed:
         return True
 
     def can_resume(self) -> bool:
-        """During the `error` hook of a request that got no answer: can `resume` revive it?"""
+        """During the `error` hook: can `resume` revive the flow (its request was sent whole,
+        and no answer or a streamed one had started)?"""
         stream = self._stream
-        return self.flow.response is None and stream.client_state == stream.state_done
+        if stream.client_state != stream.state_done:
+            return False
+        return self.flow.response is None or stream.server_state == stream.state_stream_response_body
 
     def suppress_error(self) -> None:
         """During the `error` hook: mitmproxy will not send its own error to the client."""
         self._stream.client_state = self._stream.state_errored
 
-    async def resume(self, response: http.Response) -> bool:
+    async def resume(self, response: http.Response | None) -> bool:
         """After the `error` hook: bring the flow back and give it `response`'s headers (the
-        `responseheaders` hooks run again); its body follows with `data` and `end`."""
+        `responseheaders` hooks run again); its body follows with `data` and `end`. With no
+        response, the flow's streamed response goes on where it broke (more `data`, `end`)."""
         stream, streams = self._stream, self._http.streams
         for _ in range(2000):  # mitmproxy finishes the error (the stream leaves its table)
             if streams.get(stream.stream_id) is not stream:
@@ -204,9 +208,12 @@ class ResponseFeed:
             return False  # the client went away meanwhile
         streams[stream.stream_id] = stream
         stream.client_state = stream.state_done
-        stream.server_state = stream.state_wait_for_response_headers
         self.flow.error = None
         self.flow.live = True
+        if response is None:
+            stream.server_state = stream.state_stream_response_body
+            return self.alive
+        stream.server_state = stream.state_wait_for_response_headers
         await self._handler.server_event(_InjectedHeaders(self._target, stream.stream_id, response))
         return self.alive
 

@@ -31,6 +31,7 @@ from protocol.codec import codec
 from protocol.exchange import Attempt, Exchange, exchange_of
 from protocol.failover import describe_failures, failure_text, should_fail_over
 from protocol.keypool import parse_retry_after
+from protocol.pipeline import StreamPipeline
 from protocol.timeouts import PerBackend
 
 logger = logging.getLogger(__name__)
@@ -112,9 +113,13 @@ class Failover:
 
     async def error(self, flow: http.HTTPFlow) -> None:
         """The attempt's connection failed (reset, refused) before any answer: mitmproxy would
-        answer its own 502; the plan's next attempts answer instead."""
+        answer its own 502; the plan's next attempts answer instead. A streamed answer that
+        broke half way ends with an error event in the client's protocol instead of a cut."""
         ex = exchange_of(flow.metadata)
-        if ex is None or ex.outcome != "pending" or flow.response is not None or not _more(ex):
+        if ex is not None and flow.response is not None:
+            await self._broken_stream(flow, ex)
+            return
+        if ex is None or ex.outcome != "pending" or not _more(ex):
             return
         if flow.error is None or flow.error.msg == flow.error.KILLED_MESSAGE:
             return
@@ -140,6 +145,30 @@ class Failover:
             out, answer = result
             response = self._adopt(flow, ex, out, answer, not _is_h1(flow))
             self._spawn(self._resume(feed, ex, response, answer=answer))
+
+    async def _broken_stream(self, flow: http.HTTPFlow, ex: Exchange) -> None:
+        pipeline = flow.response.stream if flow.response is not None else None
+        if not isinstance(pipeline, StreamPipeline) or pipeline.ended:
+            return
+        if flow.error is None or flow.error.msg == flow.error.KILLED_MESSAGE:
+            return
+        feed = ResponseFeed.attach(flow)
+        if feed is None or not feed.can_resume():
+            return
+        message = f"the backend's stream broke: {flow.error.msg}"[:300]
+        logger.warning("%s %s: %s", flow.request.method, flow.request.pretty_url, message)
+        ex.resuming = True
+        feed.suppress_error()
+        pipeline.abort(message, 502, "bad_gateway")
+
+        async def finish() -> None:
+            ok = await feed.resume(None)
+            ex.resuming = False
+            if ok:
+                await feed.data(b"\n")  # the pipeline answers it with the error event
+                await feed.end()
+
+        self._spawn(finish())
 
     async def _resume(
         self,

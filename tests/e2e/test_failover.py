@@ -402,3 +402,18 @@ def test_a_stream_that_goes_silent_ends_with_an_error(
         call(front, pooled, f"{FRONT_BACKEND_MODEL[front]}-idle", stream=True)
     assert time.monotonic() - started < 5
     assert "sent nothing for 2 s" in str(caught.value)
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_stream_that_breaks_half_way_ends_with_an_error_event(
+    front: str, backend: str, pooled: ProxyProcess, upstream: Upstream
+) -> None:
+    """Bytes reached the client: no retry (one upstream call), and instead of a cut connection
+    the client's SDK reads an error event in its own protocol."""
+    upstream.set_default(Reply(text="x" * 60, text_chunks=12, close_midstream=True))
+    with pytest.raises(Exception) as caught:
+        call(front, pooled, f"{FRONT_BACKEND_MODEL[backend]}-broken-{front}", stream=True)
+    assert "stream broke" in str(caught.value)
+    assert not isinstance(caught.value, (openai.APIConnectionError, anthropic.APIConnectionError))
+    assert len(chat_keys(upstream)) == 1

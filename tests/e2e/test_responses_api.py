@@ -437,12 +437,16 @@ def test_upstream_bytes_split_anywhere(
 
 
 @pytest.mark.parametrize("target", ["anthropic", "openai-responses"])
-def test_upstream_dropping_the_stream_is_no_clean_answer(
+def test_upstream_dropping_the_stream_ends_it_with_response_failed(
     target: str, client: openai.OpenAI, upstream: Upstream
 ) -> None:
+    """Bytes reached the client, so nothing can be retried: the stream ends with the protocol's
+    own failure event (not a cut connection), naming what happened."""
     upstream.enqueue(Reply(text="x" * 60, text_chunks=12, close_midstream=True))
-    with pytest.raises(openai.APIConnectionError):
-        list(client.responses.create(model=model_of(target), input="hi", stream=True))
+    events = list(client.responses.create(model=model_of(target), input="hi", stream=True))
+    assert events[-1].type == "response.failed"
+    assert "stream broke" in (events[-1].response.error.message if events[-1].response.error else "")
+    assert not any(e.type == "response.completed" for e in events)
 
 
 # An Anthropic `budget_tokens` turned into an OpenAI effort: chat completions use the shared
