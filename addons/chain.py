@@ -50,7 +50,7 @@ class LLMProxy:
 def make_chain() -> list[object]:
     config = Config()
     routing = Routing(config)
-    timeouts = Timeouts()
+    timeouts = Timeouts(config)
     return [
         config,
         InterceptTls(),

@@ -21,6 +21,7 @@ from protocol.reachability import Reachability
 from protocol.reasoning import ReasoningTable, set_table
 from protocol.routes import RouteStore
 from protocol.sessions import SessionStore
+from protocol.timeouts import PerBackend
 from protocol.usage_store import UsageStore
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ class Config:
         self.catalog = ModelCatalog()
         self.usage_store: UsageStore | None = None  # opened by the usage addon
         self.routes: RouteStore | None = None  # the failover routes (the routes addon's)
+        # the timeouts addon's options, parsed: llm_connect/first_byte/idle_timeout
+        self.connect_timeout = PerBackend(10.0)
+        self.first_byte_timeout = PerBackend(120.0)
+        self.idle_timeout = PerBackend(120.0)
 
     def load(self, loader: Loader) -> None:
         loader.add_option(

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
-from mitmproxy import ctx, http
+from mitmproxy import http
 
 from addons._http import dumps
 from addons._inject import ResponseFeed
@@ -32,7 +32,6 @@ from protocol.exchange import Attempt, Exchange, exchange_of
 from protocol.failover import describe_failures, failure_text, should_fail_over
 from protocol.keypool import parse_retry_after
 from protocol.pipeline import StreamPipeline
-from protocol.timeouts import PerBackend
 
 logger = logging.getLogger(__name__)
 
@@ -230,13 +229,13 @@ class Failover:
         or timeout (recorded on the attempt)."""
         backend = out.backend.name
         origin = out.backend.origin
-        reachable, reason = await self.config.reachability.check(origin.host, origin.port)
+        connect = self.config.connect_timeout.get(backend)
+        reachable, reason = await self.config.reachability.check(origin.host, origin.port, connect)
         if not reachable:
             attempt.failure = f"unreachable: {reason}"
             return None
-        connect = _option(ctx.options.llm_connect_timeout, "llm_connect_timeout").get(backend)
-        idle = _option(ctx.options.llm_idle_timeout, "llm_idle_timeout").get(backend)
-        first = _option(ctx.options.llm_first_byte_timeout, "llm_first_byte_timeout").get(backend)
+        idle = self.config.idle_timeout.get(backend)
+        first = self.config.first_byte_timeout.get(backend)
         client = self._http()
         request = client.build_request(
             "POST",
@@ -379,14 +378,3 @@ async def _read_limited(answer: httpx.Response) -> bytes:
 def _reason(e: BaseException) -> str:
     text = str(e).strip()
     return text[:200] if text else type(e).__name__
-
-
-_PARSED: dict[tuple[str, Any], PerBackend] = {}
-
-
-def _option(value: Any, name: str) -> PerBackend:
-    key = (name, value)
-    parsed = _PARSED.get(key)
-    if parsed is None:
-        parsed = _PARSED[key] = PerBackend.parse(value, option=name)
-    return parsed

@@ -110,7 +110,10 @@ class Routing:
         for index, attempt in enumerate(attempts):
             backend = backends[attempt.backend]
             origin = backend.origin
-            reachable, reason = await self.config.reachability.check(origin.host, origin.port)
+            connect = self.config.connect_timeout.get(backend.name)
+            reachable, reason = await self.config.reachability.check(
+                origin.host, origin.port, connect
+            )
             if reachable:
                 ex.route.current = index
                 ex.client_headers = list(flow.request.headers.fields)

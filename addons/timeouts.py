@@ -23,11 +23,12 @@ import json
 import logging
 import time
 
-from mitmproxy import ctx, http
+from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import events
 
 from addons._inject import ResponseFeed
+from addons.config import Config
 from protocol.exchange import exchange_of
 from protocol.pipeline import StreamPipeline
 from protocol.timeouts import PerBackend
@@ -53,7 +54,8 @@ def feed_upstream_response(flow: http.HTTPFlow, status: int, reason: str, body: 
 
 
 class Timeouts:
-    def __init__(self) -> None:
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._streams: dict[str, http.HTTPFlow] = {}  # streamed answers watched for idleness
         self._sweeper: asyncio.Task[None] | None = None
@@ -94,13 +96,13 @@ class Timeouts:
                     ctx.options.llm_first_byte_timeout, option="llm_first_byte_timeout"
                 )
             if "llm_idle_timeout" in updated:
-                self.idle = PerBackend.parse(
-                    ctx.options.llm_idle_timeout, option="llm_idle_timeout"
-                )
+                self.idle = PerBackend.parse(ctx.options.llm_idle_timeout, option="llm_idle_timeout")
         except ValueError as e:
-            from mitmproxy import exceptions
-
             raise exceptions.OptionsError(str(e)) from None
+        if self.config is not None:  # routing and failover read them there
+            self.config.connect_timeout = self.connect
+            self.config.first_byte_timeout = self.first_byte
+            self.config.idle_timeout = self.idle
 
     def request(self, flow: http.HTTPFlow) -> None:
         ex = exchange_of(flow.metadata)

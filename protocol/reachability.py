@@ -28,8 +28,9 @@ class Reachability:
     def mark_down(self, host: str, port: int, reason: str) -> None:
         self._state[(host, port)] = (False, time.monotonic(), reason)
 
-    async def check(self, host: str, port: int) -> tuple[bool, str]:
-        """(reachable, reason when not). Concurrent checks of one host share one probe."""
+    async def check(self, host: str, port: int, timeout: float | None = None) -> tuple[bool, str]:
+        """(reachable, reason when not). Concurrent checks of one host share one probe, which
+        waits `timeout` seconds (default `self.timeout`) for the connection."""
         key = (host, port)
         known = self._state.get(key)
         now = time.monotonic()
@@ -39,18 +40,16 @@ class Reachability:
                 return ok, reason
         task = self._probes.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._probe(host, port))
+            task = asyncio.ensure_future(self._probe(host, port, timeout or self.timeout))
             self._probes[key] = task
             task.add_done_callback(lambda _: self._probes.pop(key, None))
         return await asyncio.shield(task)
 
-    async def _probe(self, host: str, port: int) -> tuple[bool, str]:
+    async def _probe(self, host: str, port: int, timeout: float) -> tuple[bool, str]:
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), timeout=self.timeout
-            )
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=timeout)
         except TimeoutError:
-            reason = f"connecting to {host}:{port} timed out"
+            reason = f"connecting to {host}:{port} timed out after {timeout:g} s"
         except OSError as e:
             reason = f"cannot connect to {host}:{port}: {e.strerror or type(e).__name__}"
         else:
