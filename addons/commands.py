@@ -39,6 +39,16 @@ SESSION_HEADERS = ("x-session-id", "x-claude-code-session-id")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
+def newest_user_index(messages: list[Message]) -> int | None:
+    """The user message the user just typed: the last message, or the last before trailing
+    system entries (Claude Code adds one after the prompt); None when the conversation ends
+    otherwise (an agent's tool-result turn: the user typed nothing new)."""
+    i = len(messages) - 1
+    while i >= 0 and messages[i].role == "system":
+        i -= 1
+    return i if i >= 0 and messages[i].role == "user" else None
+
+
 def first_user_text(messages: list[Message]) -> str:
     for message in messages:
         if message.role == "user":
@@ -128,9 +138,10 @@ class Commands:
         (the assistant text right after it): neither was ever part of the model's conversation.
         """
         messages = ex.request.messages
+        newest = newest_user_index(messages)
         drop: set[int] = set()
-        for i, message in enumerate(messages[:-1]):
-            if message.role != "user":
+        for i, message in enumerate(messages):
+            if message.role != "user" or i == newest:
                 continue
             stripped = False
             for part in message.content:
@@ -154,15 +165,18 @@ class Commands:
                     drop.add(i + 1)
         if drop:
             drop.discard(len(messages) - 1)
+            if newest is not None:
+                drop.discard(newest)
             ex.request.messages = [m for i, m in enumerate(messages) if i not in drop]
 
     @staticmethod
     def _newest_commands(ex: Exchange, prefix: str) -> list[tuple[TextPart, list[Command]]]:
         messages = ex.request.messages
-        if not messages or messages[-1].role != "user":
+        newest = newest_user_index(messages)
+        if newest is None:
             return []  # an agent's tool-result turn: the user typed nothing new
         found: list[tuple[TextPart, list[Command]]] = []
-        for part in messages[-1].content:
+        for part in messages[newest].content:
             if isinstance(part, TextPart) and prefix in part.text:
                 commands = parse_commands(part.text, prefix)
                 if commands:
@@ -194,7 +208,9 @@ class Commands:
             logger.info("command refused in session %s: %s", session.id, e.command)
             self._answer(flow, ex, f"Command error: {e}\nNothing was applied; type !/help.")
             return True
-        last = ex.request.messages[-1]
+        newest = newest_user_index(ex.request.messages)
+        assert newest is not None
+        last = ex.request.messages[newest]
         for part, cmds in found:
             part.text = strip_commands(part.text, cmds)
         last.content = [

@@ -171,4 +171,5 @@ class Gateway:
             raw=body,
             requested_model=chat.model,
             client_line=f"{flow.request.method} {flow.request.pretty_url}",
+            client_model=chat.model,
         )

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
+from collections.abc import Callable
 
 from mitmproxy import http
 
@@ -52,6 +54,23 @@ def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
     if name in headers:
         bearer = name == "authorization"
         headers[name] = f"Bearer <{attempt.key_id}>" if bearer else f"<{attempt.key_id}>"
+
+
+def shown_model(ex: Exchange) -> str | None:
+    """The model name answers carry when it is not the backend's: the one the client sent
+    (`anthropic:claude-sonnet-4-5`, or a model a session rerouted). Agents compare it with the
+    model they asked for (Claude Code drops the thinking of a turn whose model differs). Gemini
+    names the model in the URL, not in answers: left alone."""
+    if ex.front.protocol == "gemini" or not ex.client_model:
+        return None
+    return ex.client_model if ex.client_model != ex.request.model else None
+
+
+def model_renamer(backend_model: str, shown: str) -> Callable[[bytes], bytes]:
+    """Rewrites `"model": "<backend model>"` in relayed SSE events to the shown name."""
+    pattern = re.compile(rb'"model"\s*:\s*' + re.escape(json.dumps(backend_model).encode()))
+    replacement = b'"model":' + json.dumps(shown).encode()
+    return lambda data: pattern.sub(lambda _: replacement, data)
 
 
 def _scrub_stream(pipeline: StreamPipeline, redactor: Redactor) -> None:
@@ -94,13 +113,16 @@ class Responses:
             return  # the backend answered whole: converted at `response`
         assert ex.backend_protocol is not None
         converted = ex.converted
+        shown = shown_model(ex)
         pipeline = StreamPipeline(
             codec(ex.backend_protocol).decoder(),
-            codec(ex.front.protocol).encoder(model=None, include_usage=ex.request.include_usage),
+            codec(ex.front.protocol).encoder(model=shown, include_usage=ex.request.include_usage),
             ex,
             passthrough=not converted and not any(getattr(s, "rewrites", False) for s in ex.stages),
             on_halt=lambda _: self._end_now(flow),
         )
+        if shown is not None and pipeline.passthrough:
+            pipeline.raw_filter = model_renamer(ex.request.model, shown)
         if ex.answer_scrubber is not None:
             _scrub_stream(pipeline, ex.answer_scrubber)
         if converted:
@@ -167,11 +189,14 @@ class Responses:
         if ex.outcome == "pending":
             ex.outcome = "ok"
         front = codec(ex.front.protocol)
+        shown = shown_model(ex)
+        if shown is not None:
+            answer.model = shown
         if ex.front.client_stream:
             # the client asked to stream and the backend answered whole: send it as a stream
             answer.source = ex.front.protocol if not ex.converted else answer.source
             resp.content = encode_whole(
-                answer, front.encoder(model=None, include_usage=ex.request.include_usage)
+                answer, front.encoder(model=shown, include_usage=ex.request.include_usage)
             )
             resp.headers.pop("content-encoding", None)
             resp.headers.update(SSE_HEADERS)
@@ -179,6 +204,9 @@ class Responses:
             resp.content = dumps(front.render_response(answer))
             resp.headers.pop("content-encoding", None)
             resp.headers["content-type"] = "application/json"
+        elif shown is not None and body.get("model") == ex.request.model:
+            body["model"] = shown
+            resp.content = dumps(body)
         if ex.answer_scrubber is not None and resp.content:
             scrubber = BytesScrubber(ex.answer_scrubber)
             content = scrubber.feed(resp.content) + scrubber.flush()

@@ -83,6 +83,7 @@ class Exchange:
     answer_scrubber: Redactor | None = None  # configured keys to scrub out of the answer
     redactor: Redactor | None = None  # what the prompt was redacted with (for displays)
     client_line: str = ""  # the client's request line, e.g. "POST /v1/chat/completions"
+    client_model: str = ""  # the model as the client named it (answers name it so too)
     resuming: bool = False  # a failed connection is being replaced by the next attempt
     backend_protocol: ProtocolName | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)  # those the plan names

@@ -6,7 +6,7 @@ core) and never returns `b""` for "nothing" (that would end an HTTP/1.1 chunked 
 returns `[]` instead.
 
 Passthrough: when client and backend speak the same protocol, the upstream bytes are relayed
-exactly as they came (through `raw_filter`, e.g. the answer scrubber, when one is set), whole
+exactly as they came (through `raw_filter` when one is set: it sees whole SSE events), whole
 SSE events at a time; the events are still decoded for the stages.
 
 Ending early: `abort(message)` ends the client's stream with an error event in its protocol at
@@ -154,22 +154,21 @@ class StreamPipeline:
         return out
 
     def _relay(self, chunk: bytes, final: bool) -> bytes:
-        """Passthrough: the raw bytes, whole SSE events at a time."""
-        if self.raw_filter is not None:
-            chunk = self.raw_filter(chunk)
-        if final:
-            out, self._held = self._held + chunk, b""
-            return out
+        """Passthrough: the raw bytes, whole SSE events at a time (through `raw_filter`)."""
         data = self._held + chunk if self._held else chunk
-        end = max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4, data.rfind(b"\r\r") + 2)
-        if end <= 1:
-            self._held = data
-            return b""
-        if end < len(data):
-            self._held = data[end:]
-            return data[:end]
-        self._held = b""
-        return data
+        if final:
+            out, self._held = data, b""
+        else:
+            end = max(
+                data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4, data.rfind(b"\r\r") + 2
+            )
+            if end <= 1:
+                self._held = data
+                return b""
+            out, self._held = (data[:end], data[end:]) if end < len(data) else (data, b"")
+        if self.raw_filter is not None and out:
+            out = self.raw_filter(out)
+        return out
 
     def _guarded(self, chunk: bytes, events: list[Event], final: bool) -> bytes:
         """Passthrough under a guard that may rewrite text (the answer scrubber): the raw bytes

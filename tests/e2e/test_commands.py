@@ -170,3 +170,62 @@ def test_text_in_code_fences_and_tool_results_is_not_a_command(
     body = upstream.requests[-1].body
     assert body["model"] == "claude-x"
     assert "!/set(model=openai:gpt-4o)" in repr(body["messages"])
+
+
+def test_a_system_entry_after_the_prompt_does_not_hide_its_commands(
+    proxy: ProxyProcess, upstream: Upstream
+) -> None:
+    """Claude Code appends a `system` entry after the user's prompt (for non-Claude models):
+    the prompt is still the newest user message, and its command runs."""
+    upstream.reset()
+    upstream.set_default(Reply(text="from gemini"))
+    clients.openai_client(proxy.url, PROXY_KEY).chat.completions.create(
+        model="openai:gpt-4o",
+        messages=[
+            {"role": "user", "content": "!/set(model=gemini:gemini-2.5-pro) hi"},
+            {"role": "system", "content": "Be brief."},
+        ],
+        extra_headers={"x-session-id": "trailing-system"},
+    )
+    last = upstream.last()
+    assert last.backend == "gemini" and "gemini-2.5-pro" in last.path
+    assert "!/set" not in last.raw.decode()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize(
+    ("front", "model"),
+    [
+        ("openai", "openai:gpt-4o"),  # same protocol, relayed as it came but for the name
+        ("openai", "anthropic:claude-sonnet-4-5"),  # converted
+        ("anthropic", "anthropic:claude-sonnet-4-5"),
+        ("anthropic", "openai:gpt-4o"),
+    ],
+)
+def test_answers_name_the_model_the_client_asked_for(
+    front: str, model: str, stream: bool, proxy: ProxyProcess, upstream: Upstream
+) -> None:
+    """Agents compare the answer's model with the one they asked for (Claude Code drops the
+    thinking of a turn whose model differs): answers carry the client's own name."""
+    upstream.reset()
+    upstream.set_default(Reply(text="named"))
+    if front == "openai":
+        client = clients.openai_client(proxy.url, PROXY_KEY)
+        messages: Any = [{"role": "user", "content": "hi"}]
+        if stream:
+            names = {c.model for c in client.chat.completions.create(
+                model=model, messages=messages, stream=True)}
+        else:
+            names = {client.chat.completions.create(model=model, messages=messages).model}
+    else:
+        claude = clients.anthropic_client(proxy.url, PROXY_KEY)
+        if stream:
+            with claude.messages.stream(
+                model=model, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+            ) as s:
+                names = {s.get_final_message().model}
+        else:
+            names = {claude.messages.create(
+                model=model, max_tokens=50, messages=[{"role": "user", "content": "hi"}]).model}
+    assert names == {model}
+    assert upstream.last().model == model.split(":", 1)[1]  # the backend got its own name
