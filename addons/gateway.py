@@ -23,7 +23,7 @@ from mitmproxy.addonmanager import Loader
 
 from addons._http import error_response, fail_closed, json_response
 from addons.config import Config
-from protocol import endpoints, tokens
+from protocol import endpoints, openai_chat, tokens
 from protocol.catalog import render_models
 from protocol.codec import ProtocolError, codec
 from protocol.exchange import Exchange, Front, exchange_of
@@ -154,6 +154,10 @@ class Gateway:
             kwargs = {"model": endpoint.model, "stream": bool(endpoint.stream)}
         elif protocol == "anthropic" and counting:
             kwargs = {"count_tokens": True}
+        if protocol == "openai" and isinstance(body, dict) and "tools" in body:
+            removed = openai_chat.drop_stray_fields(body)
+            if removed:
+                logger.debug("dropped fields the API rejects: %s", ", ".join(removed))
         try:
             chat = codec(protocol).parse_request(body, **kwargs)
         except ProtocolError as e:

@@ -184,6 +184,24 @@ def _new_id(prefix: str) -> str:
 # ==============================================================================================
 
 
+def drop_stray_fields(body: dict[str, Any]) -> list[str]:
+    """Remove, in place, fields some clients add that the API rejects; what was removed.
+
+    Codex 0.94 sends each function tool's `name` beside its `function` too
+    (`{"type": "function", "name": "shell", "function": {"name": "shell", ...}}`); OpenAI
+    answers `Unknown parameter: 'tools[0].name'`, so the copy goes (the name is kept in
+    `function`).
+    """
+    removed: list[str] = []
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        for i, tool in enumerate(tools):
+            if isinstance(tool, dict) and "name" in tool and isinstance(tool.get("function"), dict):
+                del tool["name"]
+                removed.append(f"tools[{i}].name")
+    return removed
+
+
 def parse_request(
     body: dict[str, Any],
     *,

@@ -1799,3 +1799,18 @@ def test_property_stream_conversion_is_lossless(resp: ChatResponse, step: int) -
         update={"parts": [p for p in resp.parts if not (isinstance(p, TextPart) and not p.text)]}
     )
     assert _strip(got.model_dump()) == _strip(want.model_dump())
+
+
+def test_a_tools_stray_name_beside_its_function_is_dropped() -> None:
+    """Codex 0.94 sends it; OpenAI rejects `tools[0].name`."""
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [
+            {"type": "function", "name": "shell", "function": {"name": "shell", "parameters": {}}},
+            {"type": "function", "function": {"name": "read", "parameters": {}}},
+        ],
+    }
+    assert oc.drop_stray_fields(body) == ["tools[0].name"]
+    assert body["tools"][0] == {"type": "function", "function": {"name": "shell", "parameters": {}}}
+    assert oc.drop_stray_fields(body) == []
