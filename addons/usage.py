@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
@@ -57,9 +58,37 @@ def fill_counted_usage(ex: Exchange) -> None:
     ex.usage, ex.usage_source = counted, "counted"
 
 
+class SessionTotals:
+    """Running totals per session since the proxy started (the live line, mitmweb's comment
+    column); the most recent sessions only, so memory stays bounded."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._totals: OrderedDict[str, list[float]] = OrderedDict()
+
+    def add(
+        self, session: str | None, tokens_in: int | None, tokens_out: int | None, cost: float | None
+    ) -> str:
+        key = session or "-"
+        entry = self._totals.pop(key, None) or [0, 0, 0, 0.0]
+        entry[0] += 1
+        entry[1] += tokens_in or 0
+        entry[2] += tokens_out or 0
+        entry[3] += cost or 0.0
+        self._totals[key] = entry
+        if len(self._totals) > self.limit:
+            self._totals.popitem(last=False)
+        requests, total_in, total_out, total_cost = entry
+        return (
+            f"session {key}: {int(requests)} req, in={int(total_in)} out={int(total_out)}, "
+            f"${total_cost:.4f}"
+        )
+
+
 class UsageRecorder:
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.totals = SessionTotals()
         self.prices: PriceTable = DEFAULT_PRICES
         self.live = True
 
@@ -134,9 +163,10 @@ class UsageRecorder:
         content = self._content(ex) if store.store_content else None
         row = row_from_exchange(ex, prices=self.prices, content=content)
         store.record(row)
+        total = self.totals.add(row.session_id, row.input_tokens, row.output_tokens, row.cost_usd)
         if self.live:
             logger.info(
-                "%s %s -> %s:%s in=%s out=%s cost=%s %.0fms %s%s",
+                "%s %s -> %s:%s in=%s out=%s cost=%s %.0fms %s%s | %s",
                 row.front,
                 row.arrival,
                 row.backend or "-",
@@ -147,7 +177,10 @@ class UsageRecorder:
                 row.latency_ms or 0.0,
                 row.outcome,
                 f" {row.status}" if row.status and row.status >= 400 else "",
+                total,
             )
+        usage_note = f"usage: in={row.input_tokens} out={row.output_tokens}; {total}"
+        flow.comment = f"{flow.comment}\n{usage_note}" if flow.comment else usage_note
 
     @staticmethod
     def _content(ex: Exchange) -> str:

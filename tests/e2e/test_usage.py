@@ -145,3 +145,20 @@ def test_usage_command_reports_this_session(usage_proxy: ProxyProcess, upstream:
         model="openai:gpt-4o", messages=[{"role": "user", "content": "!/usage"}]
     ).choices[0].message.content or ""
     assert "session usage-cmd: 1 request (0 failed), 21 tokens in, 9 out" in reply
+
+
+def test_the_live_line_keeps_a_running_total_per_session(
+    usage_proxy: ProxyProcess, upstream: Upstream
+) -> None:
+    upstream.set_default(Reply(text="ok", usage=(10, 5)))
+    client = clients.openai_client(usage_proxy.url, PROXY_KEY)
+    for _ in range(2):
+        client.chat.completions.create(
+            model="openai:gpt-4o",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-session-id": "running-total"},
+        )
+    deadline = time.monotonic() + 5
+    while "session running-total: 2 req" not in usage_proxy.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "session running-total: 2 req, in=20 out=10" in usage_proxy.log()
