@@ -176,4 +176,5 @@ class Gateway:
             requested_model=chat.model,
             client_line=f"{flow.request.method} {flow.request.pretty_url}",
             client_model=chat.model,
+            project=flow.request.headers.get("x-project") or None,
         )

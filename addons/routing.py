@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 # Headers that carry the client's credentials or depend on the body/hop: never forwarded.
 _AUTH = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key"})
-_HOP = frozenset({b"content-length", b"accept-encoding", b"host", b"content-type"})
+# ... and the proxy's own headers (`x-project` labels usage rows)
+_HOP = frozenset({b"content-length", b"accept-encoding", b"host", b"content-type", b"x-project"})
 _DROP = _AUTH | _HOP
 _DROP_KEEPING_AUTH = _HOP
 # Headers of one vendor's SDK that mean nothing (or something wrong) to another vendor's API.

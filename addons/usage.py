@@ -161,7 +161,8 @@ class UsageRecorder:
             ex.finished = time.monotonic()
         fill_counted_usage(ex)
         content = self._content(ex) if store.store_content else None
-        row = row_from_exchange(ex, prices=self.prices, content=content)
+        project = ex.session.project if ex.session and ex.session.project else ex.project
+        row = row_from_exchange(ex, project=project, prices=self.prices, content=content)
         store.record(row)
         total = self.totals.add(row.session_id, row.input_tokens, row.output_tokens, row.cost_usd)
         if self.live:

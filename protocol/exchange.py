@@ -84,6 +84,7 @@ class Exchange:
     redactor: Redactor | None = None  # what the prompt was redacted with (for displays)
     client_line: str = ""  # the client's request line, e.g. "POST /v1/chat/completions"
     client_model: str = ""  # the model as the client named it (answers name it so too)
+    project: str | None = None  # the `x-project` header (a session's `!/set(project=)` wins)
     resuming: bool = False  # a failed connection is being replaced by the next attempt
     backend_protocol: ProtocolName | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)  # those the plan names

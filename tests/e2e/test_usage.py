@@ -162,3 +162,19 @@ def test_the_live_line_keeps_a_running_total_per_session(
     while "session running-total: 2 req" not in usage_proxy.log() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "session running-total: 2 req, in=20 out=10" in usage_proxy.log()
+
+
+def test_an_x_project_header_labels_the_row(usage_proxy: ProxyProcess, upstream: Upstream) -> None:
+    upstream.set_default(Reply(text="ok"))
+    clients.openai_client(usage_proxy.url, PROXY_KEY).chat.completions.create(
+        model="openai:gpt-4o-project",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-project": "billing-report"},
+    )
+    deadline = time.monotonic() + 5
+    labelled: list[dict[str, Any]] = []
+    while not labelled and time.monotonic() < deadline:
+        labelled = [r for r in rows(usage_proxy, 1) if r["model_used"] == "gpt-4o-project"]
+        time.sleep(0.05)
+    assert [r["project"] for r in labelled] == ["billing-report"]
+    assert "x-project" not in upstream.last().headers  # the proxy's own header stays here
