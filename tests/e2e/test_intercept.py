@@ -18,6 +18,7 @@ import pytest
 
 from tests.e2e.conftest import MODELS, UPSTREAM_KEYS, running_proxy
 from tests.e2e.proxy import ProxyProcess
+from tests.e2e.tls import self_signed
 from tests.upstream.script import Reply, Upstream
 
 
@@ -154,40 +155,6 @@ def test_a_malformed_body_gets_the_protocols_error(
     assert not upstream.requests
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp / "server.pem", tmp / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 def test_other_hosts_pass_through_untouched(
     intercepting: tuple[ProxyProcess, Path], upstream: Upstream, tmp_path: Path
 ) -> None:
@@ -197,7 +164,7 @@ def test_other_hosts_pass_through_untouched(
     import threading
 
     proxy, _ = intercepting
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     payload = b'{"not": "an llm", "bytes": "\\u00e9 exactly as sent"}'
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -231,3 +198,66 @@ def test_other_hosts_pass_through_untouched(
         assert not upstream.requests
     finally:
         server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tls_setup(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ProxyProcess, Path, Upstream]]:
+    """The API hosts mapped to a TLS test upstream (`https://localhost`), whose certificate the
+    proxy trusts (`ssl_verify_upstream_trusted_ca`); no Anthropic key configured, so the client's
+    own key goes through."""
+    tmp = tmp_path_factory.mktemp("tls-upstream")
+    cert, key = self_signed(tmp)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    tls_upstream = Upstream(host="localhost", ssl_context=context)
+    tls_upstream.keys.update(UPSTREAM_KEYS)
+    tls_upstream.start()
+    confdir = tmp_path_factory.mktemp("conf-tls")
+    env = {f"{b.upper()}_API_BASE_URL": tls_upstream.base_url(b) for b in UPSTREAM_KEYS}  # type: ignore[arg-type]
+    try:
+        with running_proxy(
+            tls_upstream,
+            confdir,
+            proxy_key=False,
+            intercept=True,
+            env=env,
+            drop=("ANTHROPIC_API_KEY",),
+            extra=[f"ssl_verify_upstream_trusted_ca={cert}"],
+        ) as process:
+            yield process, confdir / "mitmproxy-ca-cert.pem", tls_upstream
+    finally:
+        tls_upstream.stop()
+
+
+def test_through_interception_to_a_tls_upstream(
+    tls_setup: tuple[ProxyProcess, Path, Upstream],
+) -> None:
+    proxy, ca, tls_upstream = tls_setup
+    http = anthropic.DefaultHttpxClient(
+        proxy=f"http://127.0.0.1:{proxy.intercept_port}",
+        verify=ssl.create_default_context(cafile=str(ca)),
+    )
+    claude = anthropic.Anthropic(api_key=UPSTREAM_KEYS["anthropic"], http_client=http, max_retries=0)
+    tls_upstream.enqueue(Reply(text="over TLS both ways", text_chunks=4))
+    with claude.messages.stream(
+        model=MODELS["anthropic"], max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        assert "".join(stream.text_stream) == "over TLS both ways"
+    assert tls_upstream.last("anthropic").key == UPSTREAM_KEYS["anthropic"]
+    # and an OpenAI agent rerouted by a command in its chat to Gemini (a configured key: the
+    # agent's own OpenAI key would mean nothing to another vendor)
+    agent = client(proxy, ca)
+    session = {"x-session-id": "tls-reroute"}
+    agent.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": f"!/set(model=gemini:{MODELS['gemini']})"}],
+        extra_headers=session,
+    )
+    tls_upstream.enqueue(Reply(text="rerouted over TLS"))
+    r = agent.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], extra_headers=session
+    )
+    assert r.choices[0].message.content == "rerouted over TLS"
+    assert tls_upstream.last().backend == "gemini"

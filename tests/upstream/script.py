@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -59,6 +60,7 @@ class Upstream:
         strict_schema_formats: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.state = ServerState(
             validate=validate,
@@ -71,6 +73,7 @@ class Upstream:
             self.state.models.update(models)
         self.host = host
         self._requested_port = port
+        self.ssl_context = ssl_context  # serve HTTPS (the certificate's name must fit `host`)
         self.port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -95,7 +98,8 @@ class Upstream:
             runner = web.AppRunner(build_app(self.state), access_log=None, shutdown_timeout=0.5)
             try:
                 loop.run_until_complete(runner.setup())
-                loop.run_until_complete(web.SockSite(runner, sock).start())
+                site = web.SockSite(runner, sock, ssl_context=self.ssl_context)
+                loop.run_until_complete(site.start())
             except BaseException as error:  # surfaced by start()
                 failure.append(error)
                 ready.set()
@@ -148,7 +152,8 @@ class Upstream:
     def url(self) -> str:
         if self.port is None:
             raise RuntimeError("the upstream is not started")
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def base_url(self, backend: Backend) -> str:
         """The backend's versioned API root, as the gateway's `<NAME>_API_BASE_URL` takes it.
