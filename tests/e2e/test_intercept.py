@@ -8,6 +8,7 @@ to the configured backend (here the test upstream), converted when the model nam
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -261,3 +262,19 @@ def test_through_interception_to_a_tls_upstream(
     )
     assert r.choices[0].message.content == "rerouted over TLS"
     assert tls_upstream.last().backend == "gemini"
+
+
+def test_a_client_that_does_not_trust_the_ca_fails_and_the_log_says_why(
+    intercepting: tuple[ProxyProcess, Path], upstream: Upstream
+) -> None:
+    proxy, _ = intercepting
+    with (
+        httpx.Client(proxy=f"http://127.0.0.1:{proxy.intercept_port}") as untrusting,
+        pytest.raises(httpx.ConnectError),
+    ):
+        untrusting.post("https://api.openai.com/v1/chat/completions", json={})
+    deadline = time.monotonic() + 5
+    while "trust the proxy's CA" not in proxy.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "trust the proxy's CA" in proxy.log() and "llm-proxy ca" in proxy.log()
+    assert not upstream.requests
