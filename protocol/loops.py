@@ -295,6 +295,7 @@ class LoopDetector:
         "_keep",
         "_zone_q",
         "_zone_start",
+        "_carried",
     )
 
     def __init__(self, settings: LoopSettings | None = None) -> None:
@@ -331,6 +332,7 @@ class LoopDetector:
         # they are skipped while the zone lasts, so that a long such run costs no more than text.
         self._zone_q = 0
         self._zone_start = 0
+        self._carried = 0  # the stream position up to which the zone has been carried
 
     def feed(self, text: str) -> LoopMatch | None:
         if not text or not self.settings.enabled:
@@ -341,9 +343,9 @@ class LoopDetector:
         buf += text
         self._buf = buf
         end = start + len(text)
-        if end < self._next_check and not self._runs and not self._zone_q:
-            return None  # nothing to carry and no checkpoint reached
-        pos = start
+        if end < self._next_check and not self._runs:
+            return None  # nothing to carry now (a zone is carried at the next checkpoint)
+        pos = self._carried if self._zone_q and not self._runs and self._carried < start else start
         match: LoopMatch | None = None
         while pos < end:
             stop = min(end, self._next_check)
@@ -360,6 +362,7 @@ class LoopDetector:
         if match is not None:
             self.reset()
             return match
+        self._carried = end
         if len(buf) > 2 * self._keep:
             cut = len(buf) - self._keep
             self._buf = buf[cut:]

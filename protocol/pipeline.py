@@ -288,8 +288,10 @@ class StreamPipeline:
 
 
 def _through(stage: object, events: list[Event], final: bool) -> list[Event]:
-    out: list[Event] = []
     feed = stage.feed  # type: ignore[attr-defined]
+    if len(events) == 1 and not final:  # the usual chunk: one delta
+        return feed(events[0])  # type: ignore[no-any-return]
+    out: list[Event] = []
     for event in events:
         out.extend(feed(event))
     if final:
