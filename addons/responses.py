@@ -15,6 +15,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from mitmproxy import http
 
@@ -54,6 +55,12 @@ def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
     if name in headers:
         bearer = name == "authorization"
         headers[name] = f"Bearer <{attempt.key_id}>" if bearer else f"<{attempt.key_id}>"
+
+
+def _encoder_extras(ex: Exchange) -> dict[str, Any]:
+    """A Responses client keeps thinking signatures as `encrypted_content`: the encoder marks
+    whose they are, so they can go back to that backend."""
+    return {"signature_provider": ex.backend_protocol} if ex.front.protocol == "responses" else {}
 
 
 def shown_model(ex: Exchange) -> str | None:
@@ -116,7 +123,9 @@ class Responses:
         shown = shown_model(ex)
         pipeline = StreamPipeline(
             codec(ex.backend_protocol).decoder(),
-            codec(ex.front.protocol).encoder(model=shown, include_usage=ex.request.include_usage),
+            codec(ex.front.protocol).encoder(
+                model=shown, include_usage=ex.request.include_usage, **_encoder_extras(ex)
+            ),
             ex,
             passthrough=not converted and not any(getattr(s, "rewrites", False) for s in ex.stages),
             on_halt=lambda _: self._end_now(flow),
@@ -196,7 +205,10 @@ class Responses:
             # the client asked to stream and the backend answered whole: send it as a stream
             answer.source = ex.front.protocol if not ex.converted else answer.source
             resp.content = encode_whole(
-                answer, front.encoder(model=shown, include_usage=ex.request.include_usage)
+                answer,
+                front.encoder(
+                    model=shown, include_usage=ex.request.include_usage, **_encoder_extras(ex)
+                ),
             )
             resp.headers.pop("content-encoding", None)
             resp.headers.update(SSE_HEADERS)

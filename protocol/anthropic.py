@@ -942,8 +942,11 @@ def _render_part(part: Part, same: bool, role: str) -> dict[str, Any] | None:
             return None
         return _render_tool_result(part, same)
     elif isinstance(part, ThinkingPart):
-        if not same or role != "assistant":
-            return None  # signatures only hold for the provider that made them (rule 3)
+        # signatures only hold for the provider that made them (rule 3): Anthropic's own came
+        # back through another protocol marked as such (a Responses client's reasoning item)
+        own = same or part.extras.get("signature_provider") == NAME
+        if not own or role != "assistant":
+            return None
         if part.redacted:
             block = {"type": "redacted_thinking", "data": part.text}
         elif part.signature is None:

@@ -592,7 +592,12 @@ def _assistant_item(
         enc = item.get("encrypted_content")
         if enc is not None and not isinstance(enc, str):
             raise _bad_type(f"{where}.encrypted_content", "a string", enc)
-        part = ThinkingPart(text=_reasoning_text(item), signature=enc, extras={_RAW: item})
+        kept: dict[str, Any] = {_RAW: item}
+        if enc is not None:
+            enc, provider = untag_signature(enc)
+            if provider is not None:
+                kept[SIGNATURE_PROVIDER] = provider
+        part = ThinkingPart(text=_reasoning_text(item), signature=enc, extras=kept)
         return [part], None
     return [OpaquePart(protocol=NAME, data=item)], None
 
@@ -1086,10 +1091,32 @@ def _single_item(part: Part, same: bool, output: bool, fresh: bool) -> dict[str,
     return None
 
 
+SIGNATURE_PROVIDER = "signature_provider"  # ThinkingPart.extras: who signed the thought
+_SIGNATURE_TAG = "llmproxy-signature:"
+
+
+def tag_signature(signature: str, provider: str | None) -> str:
+    """Another provider's thinking signature as `encrypted_content`, marked with its provider,
+    so that when the client sends the reasoning item back it can go to that provider again."""
+    if provider in (None, NAME, "openai"):
+        return signature
+    return f"{_SIGNATURE_TAG}{provider}:{signature}"
+
+
+def untag_signature(enc: str) -> tuple[str, str | None]:
+    """(signature, provider) of an `encrypted_content` (provider None: OpenAI's own)."""
+    if enc.startswith(_SIGNATURE_TAG):
+        provider, _, signature = enc[len(_SIGNATURE_TAG) :].partition(":")
+        return signature, provider or None
+    return enc, None
+
+
 def _reasoning_item(part: ThinkingPart, same: bool, output: bool) -> dict[str, Any] | None:
     raw = part.extras.get(_RAW) if same else None
     if isinstance(raw, dict):
-        if part.text == _reasoning_text(raw) and part.signature == raw.get("encrypted_content"):
+        raw_enc = raw.get("encrypted_content")
+        raw_signature = untag_signature(raw_enc)[0] if isinstance(raw_enc, str) else raw_enc
+        if part.text == _reasoning_text(raw) and part.signature == raw_signature:
             return raw
         item = dict(raw)
         if _texts(raw.get("summary"), "summary_text") or not _texts(
@@ -1316,7 +1343,15 @@ def render_response(resp: ChatResponse) -> dict[str, Any]:
     """The `response` object for `resp` (lossless when `resp.source` is Responses)."""
     same = resp.source == NAME
     ex = resp.extras if same else {}
-    output = _assistant_items(resp.parts, same, ex.get(_ITEMS), output=True)
+    parts = resp.parts
+    if not same:  # another provider's thinking signatures, marked as theirs
+        parts = [
+            p.model_copy(update={"signature": tag_signature(p.signature, resp.source)})
+            if isinstance(p, ThinkingPart) and p.signature and not p.redacted
+            else p
+            for p in parts
+        ]
+    output = _assistant_items(parts, same, ex.get(_ITEMS), output=True)
     rid = resp.id if same and resp.id else _resp_id(resp.id)
     out = _response_object(rid, resp.model, int(time.time()), resp.stop_reason, output, resp.usage)
     if not same:
@@ -1647,11 +1682,20 @@ class StreamEncoder:
     `include_usage` is accepted for the common signature: a Responses stream always reports it.
     """
 
-    __slots__ = ("_model", "_id", "_name", "_created", "_seq", "_blocks", "_order", "_usage",
+    __slots__ = ("_model", "_provider", "_id", "_name", "_created", "_seq", "_blocks", "_order",
+                 "_usage",
                  "_started", "_closed")  # fmt: skip
 
-    def __init__(self, *, model: str | None = None, include_usage: bool = False, **_: Any):
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        include_usage: bool = False,
+        signature_provider: str | None = None,
+        **_: Any,
+    ):
         self._model = model
+        self._provider = signature_provider  # the backend whose thinking signatures these are
         self._id = ""
         self._name = ""
         self._created = 0
@@ -1782,7 +1826,7 @@ class StreamEncoder:
         if out.kind != "reasoning" or out.item is not None:
             return lead
         if event.signature:
-            out.signature = event.signature
+            out.signature = tag_signature(event.signature, self._provider)
         if event.redacted:
             out.redacted = True
             out.texts.append(event.text)

@@ -290,7 +290,7 @@ class StreamPipeline:
 def _through(stage: object, events: list[Event], final: bool) -> list[Event]:
     feed = stage.feed  # type: ignore[attr-defined]
     if len(events) == 1 and not final:  # the usual chunk: one delta
-        return feed(events[0])  # type: ignore[no-any-return]
+        return feed(events[0])
     out: list[Event] = []
     for event in events:
         out.extend(feed(event))

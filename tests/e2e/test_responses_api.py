@@ -328,17 +328,9 @@ def test_reasoning_reaches_each_backend_in_its_form(
         assert usage.output_tokens_details.reasoning_tokens == 12
 
 
-ANTHROPIC_DROPS_ITS_OWN_THINKING = pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug: a reasoning item the proxy made from Anthropic thinking is dropped on "
-    "the way back (converted thinking is never rendered), then thinking is switched off for the "
-    "open tool loop",
-)
-
-
 @pytest.mark.parametrize(
     "target",
-    [pytest.param("anthropic", marks=ANTHROPIC_DROPS_ITS_OWN_THINKING), "openai-responses"],
+    ["anthropic", "openai-responses"],
 )
 def test_reasoning_and_tool_loop_keep_the_thinking(
     target: str, client: openai.OpenAI, upstream: Upstream
@@ -445,7 +437,9 @@ def test_upstream_dropping_the_stream_ends_it_with_response_failed(
     upstream.enqueue(Reply(text="x" * 60, text_chunks=12, close_midstream=True))
     events = list(client.responses.create(model=model_of(target), input="hi", stream=True))
     assert events[-1].type == "response.failed"
-    assert "stream broke" in (events[-1].response.error.message if events[-1].response.error else "")
+    assert "stream broke" in (
+        events[-1].response.error.message if events[-1].response.error else ""
+    )
     assert not any(e.type == "response.completed" for e in events)
 
 

@@ -919,7 +919,9 @@ def test_render_converted_response_reads_in_the_sdk() -> None:
     ]
     reasoning = got.output[0]
     assert reasoning.type == "reasoning"
-    assert reasoning.summary[0].text == "Hmm." and reasoning.encrypted_content == "sig-1"
+    assert reasoning.summary[0].text == "Hmm."
+    # Anthropic's signature, marked as Anthropic's: sent back, it can go to Anthropic again
+    assert reasoning.encrypted_content == "llmproxy-signature:anthropic:sig-1"
     calls = [o for o in got.output if o.type == "function_call"]
     assert [(c.call_id, c.name, json.loads(c.arguments)) for c in calls] == [
         ("toolu_1", "get_weather", {"city": "Oslo"}),
@@ -1699,3 +1701,26 @@ def test_property_stream_conversion_is_lossless(resp: ChatResponse, step: int) -
         with serve(body).responses.stream(model="m", input="x") as stream:
             final = stream.get_final_response()
         assert final.output_text == "".join(p.text for p in resp.parts if isinstance(p, TextPart))
+
+
+def test_another_providers_signature_goes_back_to_that_provider() -> None:
+    from protocol import anthropic as an
+
+    answer = orp.render_response(foreign_response())
+    reasoning = next(i for i in answer["output"] if i["type"] == "reasoning")
+    calls = [{"type": "function_call", "call_id": "call_1", "name": "lookup", "arguments": "{}"}]
+    request = orp.parse_request({
+        "model": "m",
+        "input": [
+            {"role": "user", "content": "weather?"},
+            {k: v for k, v in reasoning.items() if k != "id"},
+            *calls,
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        ],
+        "reasoning": {"effort": "medium"},
+        "tools": [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}],
+    })
+    body = an.render_request(request)
+    assistant = next(m for m in body["messages"] if m["role"] == "assistant")
+    assert assistant["content"][0] == {"type": "thinking", "thinking": "Hmm.", "signature": "sig-1"}
+    assert body["thinking"]["type"] == "enabled"  # kept on for the open tool loop
