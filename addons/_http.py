@@ -6,7 +6,7 @@ import functools
 import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mitmproxy import http
@@ -75,12 +75,24 @@ def fail_closed[H: Callable[..., Any]](hook: H) -> H:
 
         return async_wrapper  # type: ignore[return-value]
 
-    @functools.wraps(hook)
-    def wrapper(self: Any, flow: http.HTTPFlow) -> None:
+    async def finish(pending: Awaitable[Any], flow: http.HTTPFlow) -> None:
         try:
-            hook(self, flow)
+            await pending
         except Exception:
             answer(flow)
+
+    @functools.wraps(hook)
+    def wrapper(self: Any, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # a sync hook may return an awaitable for the rare requests that must wait (mitmproxy
+        # awaits it): the others cost no coroutine
+        try:
+            pending = hook(self, flow)
+        except Exception:
+            answer(flow)
+            return None
+        if pending is not None and inspect.isawaitable(pending):
+            return finish(pending, flow)
+        return None
 
     return wrapper  # type: ignore[return-value]
 

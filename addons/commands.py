@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
@@ -104,20 +105,29 @@ class Commands:
         self.config.catalog.snapshot(self.config.backends)  # fetch the model lists early
 
     @fail_closed
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         ex = exchange_of(flow.metadata)
         if ex is None or flow.response is not None or ex.front.endpoint != "chat":
-            return
+            return None
         session = self._session(flow, ex)
         if not self.disabled:
             prefix = session.command_prefix or self.prefix
             self._strip_history(ex, prefix)
             found = self._newest_commands(ex, prefix)
-            if found:
-                answered = await self._run(flow, ex, session, found)
-                if answered:
-                    return
+            if found:  # only a message with commands waits for anything
+                return self._with_commands(flow, ex, session, found)
         self._apply_overrides(ex, session)
+        return None
+
+    async def _with_commands(
+        self,
+        flow: http.HTTPFlow,
+        ex: Exchange,
+        session: Session,
+        found: list[tuple[TextPart, list[Command]]],
+    ) -> None:
+        if not await self._run(flow, ex, session, found):
+            self._apply_overrides(ex, session)
 
     def _session(self, flow: http.HTTPFlow, ex: Exchange) -> Session:
         headers = flow.request.headers

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import httpx
@@ -76,15 +76,20 @@ class Failover:
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def responseheaders(self, flow: http.HTTPFlow) -> None:
+    def responseheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # a plain function, a coroutine only when there is failover work: the answers that
+        # need none (nearly all) cost no coroutine (mitmproxy awaits what a hook returns)
         ex = exchange_of(flow.metadata)
         resp = flow.response
         if ex is None or resp is None or ex.outcome != "pending":
-            return
+            return None
         if not _fails_over(resp.status_code) or not _more(ex):
-            return
+            return None
         if resp.headers.get("content-length") == "0":
-            return  # mitmproxy ends a body-less answer with its headers: nothing to replace
+            return None  # mitmproxy ends a body-less answer with its headers: nothing to replace
+        return self._fail_over(flow, ex, resp)
+
+    async def _fail_over(self, flow: http.HTTPFlow, ex: Exchange, resp: http.Response) -> None:
         feed = ResponseFeed.attach(flow)
         if feed is None:
             return
@@ -110,16 +115,20 @@ class Failover:
             flow.response = self._adopt(flow, ex, out, answer, h2)
             self._spawn(self._pump(answer, feed, ex))
 
-    async def error(self, flow: http.HTTPFlow) -> None:
+    def error(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         """The attempt's connection failed (reset, refused) before any answer: mitmproxy would
         answer its own 502; the plan's next attempts answer instead. A streamed answer that
         broke half way ends with an error event in the client's protocol instead of a cut."""
         ex = exchange_of(flow.metadata)
-        if ex is not None and flow.response is not None:
-            await self._broken_stream(flow, ex)
-            return
-        if ex is None or ex.outcome != "pending" or not _more(ex):
-            return
+        if ex is None:
+            return None
+        if flow.response is not None:
+            return self._broken_stream(flow, ex)
+        if ex.outcome != "pending" or not _more(ex):
+            return None
+        return self._connection_failed(flow, ex)
+
+    async def _connection_failed(self, flow: http.HTTPFlow, ex: Exchange) -> None:
         if flow.error is None or flow.error.msg == flow.error.KILLED_MESSAGE:
             return
         feed = ResponseFeed.attach(flow)

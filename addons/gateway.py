@@ -174,7 +174,7 @@ class Gateway:
             request=chat,
             raw=body,
             requested_model=chat.model,
-            client_line=f"{flow.request.method} {flow.request.pretty_url}",
+            client_line=f"{flow.request.method} {flow.request.path}",
             client_model=chat.model,
             project=flow.request.headers.get("x-project") or None,
         )

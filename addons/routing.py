@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 from mitmproxy import http
@@ -86,46 +86,62 @@ class Routing:
         self.config = config
 
     @fail_closed
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         ex = exchange_of(flow.metadata)
         if ex is None or flow.response is not None:
-            return
+            return None
         try:
             targets, backends = self._targets(flow, ex)
         except RouteError as e:
             ex.outcome, ex.status, ex.error = "error", e.status, str(e)
             flow.response = error_response(ex.front.protocol, e.status, str(e))
-            return
+            return None
         attempts = plan_attempts(targets, self.config.pools, backends)
         ex.route = RoutePlan(attempts)
         ex.backends = backends
         if not attempts:
             self._nothing_to_try(flow, ex, targets)
-            return
+            return None
         if ex.front.endpoint == "count_tokens":
             first = backends[attempts[0].backend]
             if first.protocol != ex.front.protocol:
                 ex.route = RoutePlan(attempts[:1])
                 self._count_locally(flow, ex)
-                return
-        for index, attempt in enumerate(attempts):
-            backend = backends[attempt.backend]
-            origin = backend.origin
-            connect = self.config.connect_timeout.get(backend.name)
-            reachable, reason = await self.config.reachability.check(
-                origin.host, origin.port, connect
-            )
+                return None
+        return self._send_first(flow, ex, 0)
+
+    def _send_first(self, flow: http.HTTPFlow, ex: Exchange, start: int) -> Awaitable[None] | None:
+        """Send the first attempt (from `start`) whose backend accepts connections. What is known
+        of a host is used as is; an unknown host is probed first (then this goes on)."""
+        attempts, backends = ex.route.attempts, ex.backends
+        for index in range(start, len(attempts)):
+            attempt = attempts[index]
+            origin = backends[attempt.backend].origin
+            known = self.config.reachability.known(origin.host, origin.port)
+            if known is None:
+                return self._probe_then_send(flow, ex, index)
+            reachable, reason = known
             if reachable:
                 ex.route.current = index
                 ex.client_headers = list(flow.request.headers.fields)
                 out = self.outgoing(ex, attempt, backends, req_is_h2=not _is_h1(flow.request))
                 self.apply(flow.request, out)
-                return
+                return None
             attempt.failure = f"unreachable: {reason}"
         ex.route.current = len(attempts)
         message = describe_failures(attempts)
         ex.outcome, ex.status, ex.error = "error", 502, message
         flow.response = error_response(ex.front.protocol, 502, message)
+        return None
+
+    async def _probe_then_send(self, flow: http.HTTPFlow, ex: Exchange, index: int) -> None:
+        backend = ex.backends[ex.route.attempts[index].backend]
+        origin = backend.origin
+        connect = self.config.connect_timeout.get(backend.name)
+        await self.config.reachability.check(origin.host, origin.port, connect)
+        following = self._send_first(flow, ex, index)
+        if following is not None:
+            await following
 
     def _targets(self, flow: http.HTTPFlow, ex: Exchange) -> tuple[Route, Mapping[str, Backend]]:
         """The route the request takes: a named failover route, or the one backend:model

@@ -512,8 +512,8 @@ class LoopStage:
         self.on_halt = on_halt
         self.halted = False
         self.match: LoopMatch | None = None
-        self._text = LoopDetector(self.settings)
-        self._thinking = LoopDetector(self.settings)
+        self._text: LoopDetector | None = None  # made at the first delta of each kind
+        self._thinking: LoopDetector | None = None
         self._open: set[int] = set()  # blocks started and not stopped, in the output
         self._max_index = -1
         self._usage: Usage | None = None
@@ -523,8 +523,12 @@ class LoopStage:
             return []
         if isinstance(event, TextDelta):
             detector = self._text
+            if detector is None:
+                detector = self._text = LoopDetector(self.settings)
         elif isinstance(event, ThinkingDelta) and not event.redacted:
             detector = self._thinking
+            if detector is None:
+                detector = self._thinking = LoopDetector(self.settings)
         else:
             self._note(event)
             return [event]

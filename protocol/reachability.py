@@ -28,6 +28,16 @@ class Reachability:
     def mark_down(self, host: str, port: int, reason: str) -> None:
         self._state[(host, port)] = (False, time.monotonic(), reason)
 
+    def known(self, host: str, port: int) -> tuple[bool, str] | None:
+        """What is known and still fresh of this host, without probing (None: probe it)."""
+        known = self._state.get((host, port))
+        if known is None:
+            return None
+        ok, when, reason = known
+        if time.monotonic() - when < (self.ttl_ok if ok else self.ttl_down):
+            return ok, reason
+        return None
+
     async def check(self, host: str, port: int, timeout: float | None = None) -> tuple[bool, str]:
         """(reachable, reason when not). Concurrent checks of one host share one probe, which
         waits `timeout` seconds (default `self.timeout`) for the connection."""

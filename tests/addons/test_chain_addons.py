@@ -19,6 +19,12 @@ from addons.routing import Routing
 from addons.timeouts import Timeouts
 from protocol.exchange import exchange_of
 
+
+async def hook(result: Any) -> None:
+    """Run a hook as mitmproxy does: it may return something to await."""
+    if result is not None:
+        await result
+
 ENV = {
     "OPENAI_API_KEY": "sk-upstream-openai",
     "OPENAI_API_BASE_URL": "http://127.0.0.1:1/openai/v1",
@@ -57,7 +63,7 @@ async def run_request(chain: tuple[Config, Gateway, Routing], f: http.HTTPFlow) 
     config.reachability.mark_ok("127.0.0.1", 1)
     with taddons.context(config, gateway, routing):
         await gateway.request(f)
-        await routing.request(f)
+        await hook(routing.request(f))
 
 
 def error_of(f: http.HTTPFlow) -> tuple[int, dict[str, Any]]:
@@ -189,7 +195,7 @@ async def test_unreachable_backend_gets_502_in_the_client_protocol(chain: Any) -
     f = gateway_flow("/anthropic/v1/messages", {**CHAT, "max_tokens": 10})
     with taddons.context(config, gateway, routing):
         await gateway.request(f)
-        await routing.request(f)
+        await hook(routing.request(f))
     status, body = error_of(f)
     assert status == 502 and body["type"] == "error"
     assert "unreachable" in body["error"]["message"]

@@ -16,6 +16,11 @@ from protocol.exchange import exchange_of
 from tests.addons.test_chain_addons import ENV, gateway_flow
 
 
+async def hook(result: Any) -> None:
+    """Run a hook as mitmproxy does: it may return something to await."""
+    if result is not None:
+        await result
+
 def chat(text: str, model: str = "openai:gpt-4o", **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
 
@@ -31,7 +36,7 @@ async def run(env: dict[str, str], body: dict[str, Any], **options: Any) -> Any:
             tctx.configure(commands, **options)
         f = gateway_flow("/v1/chat/completions", body, headers={"x-session-id": "t"})
         await gateway.request(f)
-        await commands.request(f)
+        await hook(commands.request(f))
         return f
 
 
