@@ -31,6 +31,17 @@ JSON_HEADERS = {"content-type": "application/json"}
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
 
 
+def headers_named(request: http.Request, wanted: frozenset[bytes]) -> dict[bytes, str]:
+    """The first value of each wanted header (names in lower case), in one pass over the
+    fields: mitmproxy's `headers.get` walks every field for each name asked."""
+    found: dict[bytes, str] = {}
+    for name, value in request.headers.fields:
+        low = name.lower()
+        if low in wanted and low not in found:
+            found[low] = value.decode("utf-8", "surrogateescape")
+    return found
+
+
 def dumps(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 

@@ -22,7 +22,6 @@ from mitmproxy.addonmanager import Loader
 
 from addons._http import JSON_HEADERS, SSE_HEADERS, dumps, fail_closed
 from addons.config import Config
-from addons.gateway import client_key
 from protocol import __version__
 from protocol.backends import KINDS
 from protocol.canonical import ChatResponse, Message, TextPart, Usage
@@ -130,10 +129,8 @@ class Commands:
             self._apply_overrides(ex, session)
 
     def _session(self, flow: http.HTTPFlow, ex: Exchange) -> Session:
-        headers = flow.request.headers
-        explicit = next((headers[h] for h in SESSION_HEADERS if headers.get(h)), None)
         sid = session_id_for(
-            explicit, client_key(flow.request), first_user_text(ex.request.messages)
+            ex.session_header, ex.client_key, first_user_text(ex.request.messages)
         )
         session = self.config.sessions.get(sid)
         ex.front.session_id = session.id

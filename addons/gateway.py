@@ -16,12 +16,12 @@ import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 
-from addons._http import error_response, fail_closed, json_response
+from addons._http import error_response, fail_closed, headers_named, json_response
 from addons.config import Config
 from protocol import endpoints, openai_chat, tokens
 from protocol.catalog import render_models
@@ -33,15 +33,24 @@ logger = logging.getLogger(__name__)
 DEFAULT_INTERCEPT_HOSTS = list(endpoints.KNOWN_API_HOSTS)
 
 
-def client_key(request: http.Request) -> str | None:
+# the request headers the chain reads: the client's key (each SDK's way), session, project
+CLIENT_HEADERS = frozenset(
+    {b"authorization", b"x-api-key", b"x-goog-api-key", b"x-session-id",
+     b"x-claude-code-session-id", b"x-project"}
+)  # fmt: skip
+
+
+def client_key(request: http.Request, found: dict[bytes, str] | None = None) -> str | None:
     """The key a client sent, in whichever way its SDK sends it."""
-    auth = request.headers.get("authorization", "")
+    if found is None:
+        found = headers_named(request, CLIENT_HEADERS)
+    auth = found.get(b"authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
     return (
-        request.headers.get("x-api-key")
-        or request.headers.get("x-goog-api-key")
-        or request.query.get("key")
+        found.get(b"x-api-key")
+        or found.get(b"x-goog-api-key")
+        or (request.query.get("key") if "?" in request.path else None)
         or None
     )
 
@@ -61,12 +70,12 @@ def _loopback_host(host: str) -> bool:
     return address.is_loopback
 
 
-def authorized(config: Config, flow: http.HTTPFlow) -> bool:
+def authorized(config: Config, flow: http.HTTPFlow, found: dict[bytes, str] | None = None) -> bool:
     """The client sent the proxy key (or, with none set, connects from this machine)."""
     expected = config.proxy_key
     if expected is None:
         return is_loopback(flow.client_conn.peername)
-    given = client_key(flow.request)
+    given = client_key(flow.request, found)
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
@@ -99,46 +108,57 @@ class Gateway:
         await asyncio.to_thread(tokens.encoding, "o200k_base")
 
     @fail_closed
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response is not None or exchange_of(flow.metadata) is not None:
-            return
+            return None
         req = flow.request
         mode = flow.client_conn.proxy_mode.type_name
         intercepted = mode != "reverse"
         if intercepted and req.pretty_host not in self.intercept_hosts:
-            return  # not an LLM API host: pass through untouched
+            return None  # not an LLM API host: pass through untouched
         path = req.path.split("?", 1)[0]
         endpoint = endpoints.match(req.method, path)
         if endpoint is None:
             protocol = endpoints.protocol_guess(path, req.pretty_host if intercepted else None)
             if intercepted:
-                return  # another endpoint of a known API host (files, batches...): untouched
+                return None  # another endpoint of a known API host (files, batches...): untouched
             flow.response = error_response(protocol, 404, f"unknown endpoint: {req.method} {path}")
-            return
-        if not intercepted and not authorized(self.config, flow):
+            return None
+        found = headers_named(req, CLIENT_HEADERS)
+        if not intercepted and not authorized(self.config, flow, found):
             message = (
                 "invalid or missing proxy API key"
                 if self.config.proxy_key
                 else "only local clients are accepted while LLM_INTERACTIVE_PROXY_API_KEY is unset"
             )
             flow.response = error_response(endpoint.protocol, 401, message)
-            return
+            return None
         if endpoint.kind == "probe" or endpoint.kind == "health":
             flow.response = json_response(200, {"status": "ok"})
             if req.method == "HEAD":
                 flow.response.content = b""
-            return
+            return None
         if endpoint.kind == "models":
-            protocol = endpoint.protocol
-            if "x-goog-api-client" in req.headers or "x-goog-api-key" in req.headers:
-                protocol = "gemini"  # google-genai lists models at /v1/models too
-            models = await self.config.catalog.models(self.config.backends)
-            routes = self.config.routes.names() if self.config.routes is not None else ()
-            flow.response = json_response(200, render_models(protocol, models, routes))
-            return
-        self._parse(flow, endpoint, "intercept" if intercepted else "gateway")
+            return self._models(flow, endpoint)
+        self._parse(flow, endpoint, "intercept" if intercepted else "gateway", found)
+        return None
 
-    def _parse(self, flow: http.HTTPFlow, endpoint: endpoints.Endpoint, arrival: str) -> None:
+    async def _models(self, flow: http.HTTPFlow, endpoint: endpoints.Endpoint) -> None:
+        req = flow.request
+        protocol = endpoint.protocol
+        if "x-goog-api-client" in req.headers or "x-goog-api-key" in req.headers:
+            protocol = "gemini"  # google-genai lists models at /v1/models too
+        models = await self.config.catalog.models(self.config.backends)
+        routes = self.config.routes.names() if self.config.routes is not None else ()
+        flow.response = json_response(200, render_models(protocol, models, routes))
+
+    def _parse(
+        self,
+        flow: http.HTTPFlow,
+        endpoint: endpoints.Endpoint,
+        arrival: str,
+        found: dict[bytes, str],
+    ) -> None:
         protocol = endpoint.protocol
         try:
             body = json.loads(flow.request.content or b"")
@@ -176,5 +196,7 @@ class Gateway:
             requested_model=chat.model,
             client_line=f"{flow.request.method} {flow.request.path}",
             client_model=chat.model,
-            project=flow.request.headers.get("x-project") or None,
+            project=found.get(b"x-project") or None,
+            session_header=found.get(b"x-session-id") or found.get(b"x-claude-code-session-id"),
+            client_key=client_key(flow.request, found),
         )

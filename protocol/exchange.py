@@ -85,6 +85,8 @@ class Exchange:
     client_line: str = ""  # the client's request line, e.g. "POST /v1/chat/completions"
     client_model: str = ""  # the model as the client named it (answers name it so too)
     project: str | None = None  # the `x-project` header (a session's `!/set(project=)` wins)
+    session_header: str | None = None  # `x-session-id` or an agent's own session header
+    client_key: str | None = field(default=None, repr=False)  # for the session id; never shown
     resuming: bool = False  # a failed connection is being replaced by the next attempt
     backend_protocol: ProtocolName | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)  # those the plan names

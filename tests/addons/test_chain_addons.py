@@ -62,7 +62,7 @@ async def run_request(chain: tuple[Config, Gateway, Routing], f: http.HTTPFlow) 
     config, gateway, routing = chain
     config.reachability.mark_ok("127.0.0.1", 1)
     with taddons.context(config, gateway, routing):
-        await gateway.request(f)
+        await hook(gateway.request(f))
         await hook(routing.request(f))
 
 
@@ -194,7 +194,7 @@ async def test_unreachable_backend_gets_502_in_the_client_protocol(chain: Any) -
     config.reachability.mark_down("127.0.0.1", 1, "cannot connect to 127.0.0.1:1: refused")
     f = gateway_flow("/anthropic/v1/messages", {**CHAT, "max_tokens": 10})
     with taddons.context(config, gateway, routing):
-        await gateway.request(f)
+        await hook(gateway.request(f))
         await hook(routing.request(f))
     status, body = error_of(f)
     assert status == 502 and body["type"] == "error"

@@ -35,7 +35,7 @@ async def run(env: dict[str, str], body: dict[str, Any], **options: Any) -> Any:
         if options:
             tctx.configure(commands, **options)
         f = gateway_flow("/v1/chat/completions", body, headers={"x-session-id": "t"})
-        await gateway.request(f)
+        await hook(gateway.request(f))
         await hook(commands.request(f))
         return f
 
