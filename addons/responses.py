@@ -217,8 +217,8 @@ class Responses:
             resp.headers.pop("content-encoding", None)
             resp.headers["content-type"] = "application/json"
         elif shown is not None and body.get("model") == ex.request.model:
-            body["model"] = shown
-            resp.content = dumps(body)
+            # the backend's own body, renamed in place (not serialized again)
+            resp.content = model_renamer(ex.request.model, shown)(resp.content or b"")
         if ex.answer_scrubber is not None and resp.content:
             scrubber = BytesScrubber(ex.answer_scrubber)
             content = scrubber.feed(resp.content) + scrubber.flush()
