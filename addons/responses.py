@@ -10,6 +10,7 @@ status and message, configured keys scrubbed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -50,11 +51,17 @@ def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
     attempt = ex.route.active
     if attempt is None or attempt.key_id is None:
         return  # no key of ours was sent (intercepted traffic keeps the client's own)
+    name = _KEY_HEADER[ex.backend_protocol or "openai"].encode()
+    shown = (
+        f"Bearer <{attempt.key_id}>" if name == b"authorization" else f"<{attempt.key_id}>"
+    ).encode()
     headers = flow.request.headers
-    name = _KEY_HEADER[ex.backend_protocol or "openai"]
-    if name in headers:
-        bearer = name == "authorization"
-        headers[name] = f"Bearer <{attempt.key_id}>" if bearer else f"<{attempt.key_id}>"
+    fields = headers.fields
+    # one pass over the fields (mitmproxy's item access walks them once per lookup)
+    for i, (key, _) in enumerate(fields):
+        if key.lower() == name:
+            headers.fields = (*fields[:i], (key, shown), *fields[i + 1 :])
+            return
 
 
 def _encoder_extras(ex: Exchange) -> dict[str, Any]:
@@ -73,6 +80,7 @@ def shown_model(ex: Exchange) -> str | None:
     return ex.client_model if ex.client_model != ex.request.model else None
 
 
+@functools.lru_cache(maxsize=256)
 def model_renamer(backend_model: str, shown: str) -> Callable[[bytes], bytes]:
     """Rewrites `"model": "<backend model>"` in relayed SSE events to the shown name."""
     pattern = re.compile(rb'"model"\s*:\s*' + re.escape(json.dumps(backend_model).encode()))

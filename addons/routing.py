@@ -35,7 +35,10 @@ logger = logging.getLogger(__name__)
 # Headers that carry the client's credentials or depend on the body/hop: never forwarded.
 _AUTH = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key"})
 # ... and the proxy's own headers (`x-project` labels usage rows)
-_HOP = frozenset({b"content-length", b"accept-encoding", b"host", b"content-type", b"x-project"})
+_HOP = frozenset(
+    {b"content-length", b"content-encoding", b"transfer-encoding", b"accept-encoding", b"host",
+     b"content-type", b"x-project"}
+)  # fmt: skip
 _DROP = _AUTH | _HOP
 _DROP_KEEPING_AUTH = _HOP
 # Headers of one vendor's SDK that mean nothing (or something wrong) to another vendor's API.
@@ -195,13 +198,18 @@ class Routing:
         origin = out.backend.origin
         if not _is_h1(req):
             req.data.authority = out.backend.host_header.encode()
-        req.headers = http.Headers(out.fields)
-        req.method = "POST"
+        # set as raw data: the content setter (encoding, content-length) and header item
+        # access each cost a walk over the fields
+        content = out.content
+        req.data.headers = http.Headers(
+            [*out.fields, (b"content-length", str(len(content)).encode())]
+        )
+        req.data.method = b"POST"
         req.data.scheme = origin.scheme.encode()
         req.data.host = origin.host
         req.data.port = origin.port
-        req.path = out.path
-        req.content = out.content
+        req.data.path = out.path.encode()
+        req.data.content = content
 
     @staticmethod
     def _forwarded_body(ex: Exchange, model: str) -> dict:
