@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json as jsonlib
 from collections.abc import Iterator
 
 import httpx
@@ -159,3 +161,23 @@ def test_the_run_command_reads_the_environment_with_no_options(
             clients.openai_client(process.url, "any"), "gemini:gemini-2.5-pro", stream=False, tools=False
         )
         assert got.text == "plain start"
+
+
+def test_a_compressed_request_body_reaches_the_backend_readable(
+    proxy: ProxyProcess, upstream: Upstream
+) -> None:
+    """A client that gzips its body: the proxy reads it, and the body it sends on is plain
+    JSON without the client's content-encoding."""
+    upstream.reset()
+    upstream.set_default(Reply(text="read it"))
+    body = {"model": "openai:gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(
+        f"{proxy.url}/v1/chat/completions",
+        content=gzip.compress(jsonlib.dumps(body).encode()),
+        headers={"content-encoding": "gzip", "content-type": "application/json",
+                 "authorization": f"Bearer {PROXY_KEY}"},
+        timeout=10,
+    )
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "read it"
+    sent = upstream.last("openai")
+    assert "content-encoding" not in sent.headers and sent.body["messages"][0]["content"] == "hi"
