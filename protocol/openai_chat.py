@@ -21,10 +21,9 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable
 from json.encoder import encode_basestring, encode_basestring_ascii
-from typing import Any, Final, Literal, TypeGuard, cast
+from typing import Any, Final, Literal, cast
 
 from pydantic import ValidationError
 
@@ -63,6 +62,12 @@ from protocol.reasoning import (
     openrouter_reasoning,
 )
 from protocol.sse import SSEDecoder
+from protocol.wire import dumps as _dumps
+from protocol.wire import is_int as _is_int
+from protocol.wire import is_num as _is_num
+from protocol.wire import new_id as _new_id
+from protocol.wire import overlay
+from protocol.wire import rest as _rest
 
 NAME: ProtocolName = "openai"
 
@@ -152,31 +157,7 @@ _TOP_KEYS: Final = frozenset(
 
 
 def _overlay(out: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
-    """Adds the wire fields kept in `extras` that `out` does not already have."""
-    for key, value in extras.items():
-        if key not in out and key not in _MARKERS:
-            out[key] = value
-    return out
-
-
-def _rest(obj: dict[str, Any], known: frozenset[str] | set[str]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k not in known}
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
-def _new_id(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex[:24]
+    return overlay(out, extras, _MARKERS)
 
 
 # ==============================================================================================

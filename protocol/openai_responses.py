@@ -46,7 +46,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any, Final, TypeGuard, cast
@@ -84,6 +83,12 @@ from protocol.canonical import (
 from protocol.codec import ProtocolError
 from protocol.reasoning import openai_effort
 from protocol.sse import SSEDecoder
+from protocol.wire import dumps as _dumps
+from protocol.wire import is_int as _is_int
+from protocol.wire import is_num as _is_num
+from protocol.wire import new_id as _new_id
+from protocol.wire import overlay
+from protocol.wire import rest as _rest
 
 NAME: ProtocolName = "responses"
 
@@ -137,31 +142,7 @@ _ASSISTANT_ITEMS: Final = frozenset(
 
 
 def _overlay(out: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
-    """Adds the wire fields kept in `extras` that `out` does not already have."""
-    for key, value in extras.items():
-        if key not in out and key not in _MARKERS:
-            out[key] = value
-    return out
-
-
-def _rest(obj: dict[str, Any], known: frozenset[str] | set[str]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k not in known}
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
-def _new_id(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex[:24]
+    return overlay(out, extras, _MARKERS)
 
 
 def _type_name(value: Any) -> str:
@@ -1377,6 +1358,7 @@ def render_response(resp: ChatResponse) -> dict[str, Any]:
 # ==============================================================================================
 # Streams
 # ==============================================================================================
+
 
 class _Item:
     """What the decoder knows of one output item (by `output_index`)."""
