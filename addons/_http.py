@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from mitmproxy import http
@@ -40,6 +41,13 @@ def headers_named(request: http.Request, wanted: frozenset[bytes]) -> dict[bytes
         if low in wanted and low not in found:
             found[low] = value.decode("utf-8", "surrogateescape")
     return found
+
+
+def spawn(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` on the event loop, keeping a reference in `tasks` until it is done."""
+    task = asyncio.get_running_loop().create_task(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 def dumps(body: Any) -> bytes:

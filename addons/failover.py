@@ -17,16 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from typing import Any
 
 import httpx
 from mitmproxy import http
 
-from addons._http import dumps
+from addons._http import dumps, spawn
 from addons._inject import ResponseFeed
 from addons.config import Config
-from addons.routing import Outgoing, Routing
+from addons.routing import Outgoing, Routing, is_h1
 from protocol.codec import codec
 from protocol.exchange import Attempt, Exchange, exchange_of
 from protocol.failover import describe_failures, failure_text, should_fail_over
@@ -63,10 +63,6 @@ def _fails_over(status: int) -> bool:
 def _more(ex: Exchange) -> bool:
     """Whether the plan has an attempt after the active one."""
     return ex.route.current + 1 < len(ex.route.attempts)
-
-
-def _is_h1(flow: http.HTTPFlow) -> bool:
-    return not (flow.request.is_http2 or flow.request.is_http3)
 
 
 class Failover:
@@ -106,7 +102,7 @@ class Failover:
         except Exception:
             logger.exception("failover failed")
             result = 502
-        h2 = not _is_h1(flow)
+        h2 = not is_h1(flow.request)
         if isinstance(result, int):
             flow.response, content = self._all_failed(flow, ex, result)
             self._spawn(self._send_body(feed, content))
@@ -151,7 +147,7 @@ class Failover:
             self._spawn(self._resume(feed, ex, response, content=content))
         else:
             out, answer = result
-            response = self._adopt(flow, ex, out, answer, not _is_h1(flow))
+            response = self._adopt(flow, ex, out, answer, not is_h1(flow.request))
             self._spawn(self._resume(feed, ex, response, answer=answer))
 
     async def _broken_stream(self, flow: http.HTTPFlow, ex: Exchange) -> None:
@@ -205,7 +201,7 @@ class Failover:
         response, headers read), else the status for the client (the last answered, or 502)."""
         for index in range(ex.route.current + 1, len(ex.route.attempts)):
             attempt = ex.route.attempts[index]
-            if not self._usable(attempt):
+            if not self._take_key(attempt):
                 attempt.failure = "skipped: key cooling or disabled"
                 continue
             ex.route.current = index
@@ -223,8 +219,9 @@ class Failover:
         ex.route.current = len(ex.route.attempts) - 1
         return last_status or 502
 
-    def _usable(self, attempt: Attempt) -> bool:
-        """Whether the attempt's key may still be used (then the pool's rotation passes it)."""
+    def _take_key(self, attempt: Attempt) -> bool:
+        """Take the attempt's key from its pool (the rotation goes on after it); False when
+        it may no longer be used (cooling or disabled since the plan was made)."""
         pool = self.config.pools.get(attempt.backend)
         if pool is None or attempt.key_id is None:
             return True
@@ -341,10 +338,8 @@ class Failover:
         await feed.data(body)
         await feed.end()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        spawn(self._tasks, coro)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

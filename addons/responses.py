@@ -20,7 +20,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from addons._http import SSE_HEADERS, dumps
+from addons._http import SSE_HEADERS, dumps, spawn
 from addons._inject import ResponseFeed
 from addons.config import Config
 from addons.failover import account_attempt
@@ -34,12 +34,6 @@ from protocol.redaction import BytesScrubber, RedactionStage, Redactor
 logger = logging.getLogger(__name__)
 
 
-_KEY_HEADER = {
-    "openai": "authorization",
-    "responses": "authorization",
-    "anthropic": "x-api-key",
-    "gemini": "x-goog-api-key",
-}
 
 
 def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
@@ -51,7 +45,11 @@ def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
     attempt = ex.route.active
     if attempt is None or attempt.key_id is None:
         return  # no key of ours was sent (intercepted traffic keeps the client's own)
-    name = _KEY_HEADER[ex.backend_protocol or "openai"].encode()
+    backend = ex.backends.get(attempt.backend)
+    if backend is None:
+        return
+    auth = backend.kind.auth  # how that backend takes its key
+    name = b"authorization" if auth == "bearer" else auth.encode()
     shown = (
         f"Bearer <{attempt.key_id}>" if name == b"authorization" else f"<{attempt.key_id}>"
     ).encode()
@@ -160,9 +158,7 @@ class Responses:
             feed.close_upstream()
             await feed.end()
 
-        task = asyncio.get_running_loop().create_task(end())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, end())
 
     def response(self, flow: http.HTTPFlow) -> None:
         ex = exchange_of(flow.metadata)

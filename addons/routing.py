@@ -126,8 +126,8 @@ class Routing:
             reachable, reason = known
             if reachable:
                 ex.route.current = index
-                ex.client_headers = list(flow.request.headers.fields)
-                out = self.outgoing(ex, attempt, backends, req_is_h2=not _is_h1(flow.request))
+                ex.client_headers = flow.request.headers.fields  # a tuple: no copy needed
+                out = self.outgoing(ex, attempt, backends, req_is_h2=not is_h1(flow.request))
                 self.apply(flow.request, out)
                 return None
             attempt.failure = f"unreachable: {reason}"
@@ -196,7 +196,7 @@ class Routing:
     def apply(req: http.Request, out: Outgoing) -> None:
         """Point the flow's request at `out`'s backend, field by field."""
         origin = out.backend.origin
-        if not _is_h1(req):
+        if not is_h1(req):
             req.data.authority = out.backend.host_header.encode()
         # set as raw data: the content setter (encoding, content-length) and header item
         # access each cost a walk over the fields
@@ -246,7 +246,7 @@ class Routing:
         keep_client_auth = key is None and ex.front.arrival == "intercept"
         drop = _DROP_KEEPING_AUTH if keep_client_auth else _DROP
         added = _added_headers(backend, key, keep_client_auth)
-        client = ex.client_headers or []
+        client = ex.client_headers or ()
         if ex.converted:
             fields = [
                 (k, v)
@@ -307,7 +307,7 @@ class Routing:
             flow.response = json_response(200, {"input_tokens": count})
 
 
-def _is_h1(req: http.Request) -> bool:
+def is_h1(req: http.Request) -> bool:
     return not (req.is_http2 or req.is_http3)
 
 

@@ -90,7 +90,7 @@ class Exchange:
     resuming: bool = False  # a failed connection is being replaced by the next attempt
     backend_protocol: ProtocolName | None = None
     backends: Mapping[str, Backend] = field(default_factory=dict)  # those the plan names
-    client_headers: list[tuple[bytes, bytes]] | None = None  # as the client sent them
+    client_headers: tuple[tuple[bytes, bytes], ...] | None = None  # as the client sent them
     started: float = field(default_factory=time.monotonic)
     first_byte: float | None = None
     last_activity: float | None = None  # the latest upstream stream chunk

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import clients
 from tests.e2e.proxy import ProxyProcess
 from tests.upstream.script import Upstream
 
@@ -91,3 +92,18 @@ def fresh_upstream(request: pytest.FixtureRequest) -> None:
     if "upstream" in request.fixturenames:
         upstream: Upstream = request.getfixturevalue("upstream")
         upstream.reset()
+
+
+def call(front: str, proxy: ProxyProcess, model: str, *, stream: bool) -> clients.Got:
+    """One plain chat call (no tools) through `proxy` with the SDK of `front`."""
+    if front == "openai":
+        return clients.openai_call(
+            clients.openai_client(proxy.url, PROXY_KEY), model, stream=stream, tools=False
+        )
+    if front == "anthropic":
+        return clients.anthropic_call(
+            clients.anthropic_client(proxy.url, PROXY_KEY), model, stream=stream, tools=False
+        )
+    return clients.gemini_call(
+        clients.gemini_client(proxy.url, PROXY_KEY), model, stream=stream, tools=False
+    )

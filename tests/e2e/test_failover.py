@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from tests.e2e import clients
-from tests.e2e.conftest import PROXY_KEY, running_proxy
+from tests.e2e.conftest import PROXY_KEY, call, running_proxy
 from tests.e2e.proxy import ProxyProcess
 from tests.e2e.test_errors import FRONTS, sdk_error, status_and_message
 from tests.upstream.script import Reply, Upstream
@@ -82,20 +82,6 @@ def fresh(upstream: Upstream) -> Iterator[None]:
 
 def chat_keys(upstream: Upstream) -> list[str | None]:
     return [r.key for r in upstream.requests if r.method == "POST" and r.model]
-
-
-def call(front: str, proxy: ProxyProcess, model: str, *, stream: bool) -> clients.Got:
-    if front == "openai":
-        return clients.openai_call(
-            clients.openai_client(proxy.url, PROXY_KEY), model, stream=stream, tools=False
-        )
-    if front == "anthropic":
-        return clients.anthropic_call(
-            clients.anthropic_client(proxy.url, PROXY_KEY), model, stream=stream, tools=False
-        )
-    return clients.gemini_call(
-        clients.gemini_client(proxy.url, PROXY_KEY), model, stream=stream, tools=False
-    )
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504, 529, 408, 409])  # 401: test_keys

@@ -19,10 +19,9 @@ import openai
 import pytest
 
 from tests.e2e import clients
-from tests.e2e.conftest import PROXY_KEY, UPSTREAM_KEYS, running_proxy
+from tests.e2e.conftest import PROXY_KEY, UPSTREAM_KEYS, call, running_proxy
 from tests.e2e.proxy import ProxyProcess
 from tests.e2e.test_errors import FRONTS, status_and_message
-from tests.e2e.test_failover import call
 from tests.upstream.script import Upstream
 
 FAKE_DIR = Path(__file__).resolve().parents[1] / "fake_gemini_cli"

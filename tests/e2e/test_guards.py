@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from tests.e2e import clients
-from tests.e2e.conftest import MODELS, PROXY_KEY, UPSTREAM_KEYS, running_proxy
+from tests.e2e.conftest import MODELS, PROXY_KEY, UPSTREAM_KEYS, call, running_proxy
 from tests.e2e.proxy import ProxyProcess
-from tests.e2e.test_failover import call
 from tests.upstream.script import Reply, ToolCall, Upstream
 
 FRONTS = ("openai", "anthropic", "gemini")
