@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -48,6 +47,7 @@ from protocol.canonical import (
     Usage,
 )
 from protocol.codec import ProtocolError, codec
+from tests.protocol.openai_sdk import client, force, serve
 
 # ----------------------------------------------------------------------------------------------
 # SDK plumbing
@@ -66,15 +66,6 @@ MINIMAL: dict[str, Any] = {
 }
 
 
-def client(handler: Any) -> openai.OpenAI:
-    return openai.OpenAI(
-        api_key="sk-test",
-        base_url="http://test.invalid/v1",
-        max_retries=0,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
-    )
-
-
 def capture(**kwargs: Any) -> dict[str, Any]:
     """The JSON body the SDK sends for `responses.create(**kwargs)`."""
     seen: list[dict[str, Any]] = []
@@ -91,37 +82,13 @@ def capture(**kwargs: Any) -> dict[str, Any]:
     return seen[0]
 
 
-def serve(body: bytes | dict[str, Any]) -> openai.OpenAI:
-    """An SDK client whose every call is answered with `body` (JSON, or SSE bytes)."""
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        if isinstance(body, bytes):
-            return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
-        return httpx2.Response(200, json=body)
-
-    return client(handler)
-
-
 _PARAMS = pydantic.TypeAdapter(response_create_params.ResponseCreateParamsNonStreaming)
 _CHAT_PARAMS = pydantic.TypeAdapter(completion_create_params.CompletionCreateParamsNonStreaming)
 
 
-def _force(value: Any) -> Any:
-    """Walks a validated TypedDict, running the lazy validators of its `Iterable` fields."""
-    if isinstance(value, dict):
-        return {k: _force(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_force(v) for v in value]
-    if isinstance(value, str | bytes | int | float | bool) or value is None:
-        return value
-    if isinstance(value, Iterator) or hasattr(value, "__next__"):
-        return [_force(v) for v in value]
-    return value
-
-
 def assert_sdk_valid(body: dict[str, Any]) -> None:
     """The body validates against the SDK's own request type definitions."""
-    _force(_PARAMS.validate_python({k: v for k, v in body.items() if k != "stream"}))
+    force(_PARAMS.validate_python({k: v for k, v in body.items() if k != "stream"}))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -702,7 +669,7 @@ def test_same_protocol_thinking_without_item_or_signature_is_dropped() -> None:
 
 
 def _chat_valid(body: dict[str, Any]) -> None:
-    _force(_CHAT_PARAMS.validate_python({k: v for k, v in body.items() if k != "stream"}))
+    force(_CHAT_PARAMS.validate_python({k: v for k, v in body.items() if k != "stream"}))
 
 
 def test_codex_request_converts_to_every_backend() -> None:
