@@ -13,6 +13,8 @@ HTTP/1 or HTTP/2 framing to the client, TLS) works as for any upstream answer:
 - `data(chunk)` / `end()`: deliver response body bytes / the end of the response to the
   stream, as if the upstream had sent them (`MessageInjected` events routed to the stream).
 - `close_upstream()`: close the flow's server connection (the backend stops generating).
+- `merge_chunks(flow)`: the upstream's HTTP/1 chunked body reaches the stream callable one
+  read at a time instead of one HTTP chunk at a time (`MergedChunks`).
 - `suppress_error()` / `resume(response)`: in the `error` hook of a request whose connection
   failed before any answer, keep mitmproxy from sending its own 502, then bring the flow back
   with another answer's headers (the `responseheaders` hooks run for it as usual).
@@ -29,6 +31,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import h11
+from h11._readers import ChunkedReader
+from h11._receivebuffer import ReceiveBuffer
 from mitmproxy import ctx, http
 from mitmproxy.proxy import events
 from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
@@ -39,6 +44,9 @@ from mitmproxy.proxy.layers.http._events import (
     ResponseProtocolError,
     ResponseTrailers,
 )
+from mitmproxy.proxy.layers.http._http1 import Http1Client
+
+from protocol.chunked import ChunkedDecoder, ChunkedError
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +104,92 @@ def _find_stream(root: Any, flow: http.HTTPFlow) -> tuple[HttpLayer, HttpStream]
         todo.append(getattr(layer, "layer", None))
         todo.append(getattr(layer, "child_layer", None))
     return None
+
+
+class MergedChunks:
+    """The body reader (h11's interface) of a chunked HTTP/1 response that hands over every
+    complete chunk a read brought as one piece of data (`protocol.chunked`).
+
+    mitmproxy reads a connection in large reads, but h11's reader turns each HTTP chunk into
+    its own body event: one trip through the layers, one call of the stream callable, one write
+    to the client, and a copy of the rest of the read buffer. An upstream that sends each SSE
+    event as its own chunk (every LLM API does) thus costs all of that per event, thousands of
+    times for a fast stream. Merged, it costs that once per read: a stream the proxy keeps up
+    with is relayed as it came, and a burst is caught up in a few large writes. The first chunk
+    of the body goes alone, so the client's first bytes never wait for a large read.
+    """
+
+    __slots__ = ("_decoder", "_first", "_trailer")
+
+    def __init__(self) -> None:
+        self._decoder = ChunkedDecoder()
+        self._first = True
+        self._trailer: ChunkedReader | None = None
+
+    def __call__(self, buf: ReceiveBuffer) -> h11.Data | h11.EndOfMessage | None:
+        decoder = self._decoder
+        if decoder.done:  # the trailer section: h11's own reader from there
+            if self._trailer is None:
+                self._trailer = ChunkedReader()
+                self._trailer._reading_trailer = True
+            return self._trailer(buf)
+        if not buf and decoder.error is None:
+            return None
+        try:
+            parts, used = decoder.decode(bytes(buf), 1 if self._first else 0)
+        except ChunkedError as e:
+            raise h11.RemoteProtocolError(str(e)) from None
+        if used:
+            buf.maybe_extract_at_most(used)
+        if not parts:
+            return self(buf) if decoder.done else None
+        self._first = False
+        return h11.Data(data=parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def read_eof(self) -> h11.EndOfMessage:
+        raise h11.RemoteProtocolError(
+            "peer closed connection without sending complete message body: incomplete chunked read"
+        )
+
+
+def merge_chunks(flow: http.HTTPFlow) -> bool:
+    """Read `flow`'s response body with `MergedChunks` when it comes chunked over HTTP/1.
+
+    Call it from a `responseheaders` hook: mitmproxy runs that hook while its HTTP/1 layer
+    still reads the response head, before it picks the body's reader; the layer's next state
+    is taken over once, to swap the reader it picked. False when that is not the case (an
+    HTTP/2 upstream, the body already being read, other internals).
+    """
+    try:
+        proxyserver = ctx.master.addons.get("proxyserver")
+        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+        found = _find_stream(handler.layer, flow) if handler is not None else None
+        if found is None:
+            return False
+        layer: Any = found[0].connections.get(flow.server_conn)
+        for _ in range(4):  # the server's layers: (TLS ->) HttpClient -> Http1Client
+            if layer is None or isinstance(layer, Http1Client):
+                break
+            layer = getattr(layer, "child_layer", None)
+        if not isinstance(layer, Http1Client):
+            return False
+        if getattr(layer.state, "__func__", None) is not Http1Client.read_headers:
+            return False
+        client: Any = layer  # its next state, `read_body`, is looked up on the instance
+        read_body = Http1Client.read_body
+
+        def first_read_body(event: events.Event) -> Any:
+            del client.read_body  # once: the class's own again for the next response
+            if type(client.body_reader) is ChunkedReader:
+                client.body_reader = MergedChunks()
+            client.state = client.read_body
+            return read_body(client, event)
+
+        client.read_body = first_read_body
+        return True
+    except Exception:  # internals changed: chunks go one by one, as mitmproxy reads them
+        logger.debug("cannot merge the upstream's chunks", exc_info=True)
+        return False
 
 
 class ResponseFeed:
@@ -187,7 +281,9 @@ class ResponseFeed:
         stream = self._stream
         if stream.client_state != stream.state_done:
             return False
-        return self.flow.response is None or stream.server_state == stream.state_stream_response_body
+        return (
+            self.flow.response is None or stream.server_state == stream.state_stream_response_body
+        )
 
     def suppress_error(self) -> None:
         """During the `error` hook: mitmproxy will not send its own error to the client."""

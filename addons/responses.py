@@ -21,7 +21,7 @@ from typing import Any
 from mitmproxy import http
 
 from addons._http import SSE_HEADERS, dumps, spawn
-from addons._inject import ResponseFeed
+from addons._inject import ResponseFeed, merge_chunks
 from addons.config import Config
 from addons.failover import account_attempt
 from addons.timeouts import Timeouts
@@ -30,10 +30,9 @@ from protocol.exchange import Exchange, exchange_of
 from protocol.failover import failure_text
 from protocol.pipeline import StreamPipeline, encode_whole
 from protocol.redaction import BytesScrubber, RedactionStage, Redactor
+from protocol.wire import loads
 
 logger = logging.getLogger(__name__)
-
-
 
 
 def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
@@ -145,6 +144,7 @@ class Responses:
             resp.headers.pop("content-encoding", None)
             resp.headers.update(SSE_HEADERS)
         resp.stream = pipeline
+        merge_chunks(flow)
         if self.timeouts is not None:
             self.timeouts.watch_stream(flow)
 
@@ -177,7 +177,7 @@ class Responses:
             self._relay_error(resp, ex)
             return
         try:
-            body = json.loads(resp.content or b"")
+            body = loads(resp.content or b"")
         except (ValueError, UnicodeDecodeError):
             self._fail(resp, ex, "the backend returned a body that is not JSON")
             return

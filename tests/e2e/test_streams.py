@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from typing import Any
 
+import h11
 import pytest
 
 from tests.e2e import clients
@@ -142,3 +145,58 @@ def test_chunks_are_relayed_live_not_buffered(proxy: ProxyProcess, upstream: Ups
     assert len(arrivals) == 6
     # the first words arrive long before the last: nothing waited for the end of the stream
     assert arrivals[-1] - arrivals[0] > 1.0
+
+
+def raw_stream(proxy: ProxyProcess, model: str) -> tuple[int, bytes]:
+    """A streamed OpenAI chat call over a bare HTTP/1.1 socket: (how many HTTP chunks the
+    proxy wrote, the body)."""
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "go"}], "stream": True}
+    ).encode()
+    conn = h11.Connection(h11.CLIENT)
+    head = h11.Request(
+        method="POST",
+        target="/v1/chat/completions",
+        headers=[
+            ("host", f"127.0.0.1:{proxy.port}"),
+            ("authorization", f"Bearer {PROXY_KEY}"),
+            ("content-type", "application/json"),
+            ("content-length", str(len(body))),
+        ],
+    )
+    chunks, received = 0, b""
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as sock:
+        sock.sendall(
+            conn.send(head) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+        )
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, h11.Response):
+                assert event.status_code == 200
+            elif isinstance(event, h11.Data):
+                received += event.data
+                chunks += event.chunk_end
+            elif isinstance(event, h11.EndOfMessage):
+                return chunks, received
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_a_burst_of_events_leaves_in_a_few_writes(
+    backend: str, proxy: ProxyProcess, upstream: Upstream
+) -> None:
+    """An upstream that writes 400 SSE events back to back (each its own HTTP chunk) is
+    relayed a read at a time, not an event at a time: far fewer writes, every word intact."""
+    words = [f"w{i} " for i in range(400)]
+    upstream.enqueue(Reply(text="".join(words), text_chunks=400))
+    chunks, body = raw_stream(proxy, f"{backend}:{MODELS[backend]}")
+    text = "".join(
+        delta
+        for line in body.decode().splitlines()
+        if line.startswith("data: {")
+        for choice in json.loads(line[6:])["choices"]
+        if (delta := choice["delta"].get("content"))
+    )
+    assert text == "".join(words)
+    assert chunks < 100, f"{chunks} writes for 400 events"
