@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -15,6 +14,7 @@ from mitmproxy import http
 from protocol.codec import codec
 from protocol.endpoints import protocol_guess
 from protocol.exchange import exchange_of
+from protocol.wire import dumps_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def spawn(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> No
 
 
 def dumps(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return dumps_bytes(body)
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> http.Response:

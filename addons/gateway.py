@@ -14,7 +14,6 @@ import asyncio
 import functools
 import hmac
 import ipaddress
-import json
 import logging
 from collections.abc import Awaitable, Sequence
 
@@ -27,6 +26,7 @@ from protocol import endpoints, openai_chat, tokens
 from protocol.catalog import render_models
 from protocol.codec import ProtocolError, codec
 from protocol.exchange import Exchange, Front, exchange_of
+from protocol.wire import loads
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class Gateway:
     ) -> None:
         protocol = endpoint.protocol
         try:
-            body = json.loads(flow.request.content or b"")
+            body = loads(flow.request.content or b"")
         except (ValueError, UnicodeDecodeError) as e:
             flow.response = error_response(protocol, 400, f"request body is not valid JSON: {e}")
             return

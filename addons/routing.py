@@ -13,7 +13,6 @@ backend when it can count (same protocol) and are answered locally with tiktoken
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 from collections.abc import Awaitable, Mapping
@@ -29,6 +28,7 @@ from protocol.codec import codec
 from protocol.exchange import Attempt, Exchange, RoutePlan, exchange_of
 from protocol.failover import Route, describe_failures, plan_attempts, split_element
 from protocol.reasoning import fit_to_target
+from protocol.wire import dumps_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Routing:
             body = self._render(ex, backend, model)
         assert path is not None
         fields = self._headers(ex, backend, key, req_is_h2)
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        content = dumps_bytes(body)
         return Outgoing(backend, key, path, fields, content)
 
     @staticmethod

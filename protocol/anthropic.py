@@ -72,6 +72,8 @@ from protocol.reasoning import (
     thinking_sampling,
 )
 from protocol.sse import SSEDecoder, SSEEvent
+from protocol.wire import dumps as _wire_dumps
+from protocol.wire import loads as _loads
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,6 @@ _NO_LIMIT = 1 << 31  # max_tokens to reason with when the body has none (count_t
 
 _META = "_anthropic"  # private extras key: shape details for the identical round trip
 
-_DUMP_KW: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
 
 _STOP_FROM_WIRE: dict[str | None, StopReason] = {
     "end_turn": "end",
@@ -183,7 +184,7 @@ _DATA_URL = re.compile(r"^data:([^;,]+)(?:;[^,]*)?;base64,(.*)$", re.S)
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, **_DUMP_KW)
+    return _wire_dumps(obj)
 
 
 def _public(extras: dict[str, Any]) -> dict[str, Any]:
@@ -1380,7 +1381,7 @@ class StreamDecoder:
         if self._finished or not sse.data:
             return
         try:
-            obj = json.loads(sse.data)
+            obj = _loads(sse.data)
         except ValueError:
             log.debug("skipping a non-JSON SSE event %r", sse.event)
             return

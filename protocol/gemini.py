@@ -89,6 +89,8 @@ from protocol.reasoning import (
     gemini_thinking_config,
 )
 from protocol.sse import SSEDecoder
+from protocol.wire import dumps as _wire_dumps
+from protocol.wire import loads as _loads
 
 NAME: ProtocolName = "gemini"
 
@@ -189,7 +191,7 @@ def _extra(d: dict[str, Any], known: Container[str]) -> dict[str, Any]:
 
 
 def _dump(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _wire_dumps(obj)
 
 
 def _args(arguments: str) -> dict[str, Any]:
@@ -1323,7 +1325,7 @@ class StreamDecoder:
         if not data or data == "[DONE]":
             return
         try:
-            chunk = json.loads(data)
+            chunk = _loads(data)
         except ValueError:
             log.debug("skipping non-JSON gemini stream data: %.200r", data)
             return

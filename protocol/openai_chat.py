@@ -17,7 +17,6 @@ a list of parts, `max_completion_tokens` instead of `max_tokens` ...). The marke
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import re
 import time
@@ -65,6 +64,7 @@ from protocol.sse import SSEDecoder
 from protocol.wire import dumps as _dumps
 from protocol.wire import is_int as _is_int
 from protocol.wire import is_num as _is_num
+from protocol.wire import loads as _loads
 from protocol.wire import new_id as _new_id
 from protocol.wire import overlay
 from protocol.wire import rest as _rest
@@ -1411,7 +1411,7 @@ class StreamDecoder:
             self._finish(out)
             return
         try:
-            obj = json.loads(data)
+            obj = _loads(data)
         except ValueError:
             log.debug("openai: stream event that is not JSON skipped: %.200s", data)
             return

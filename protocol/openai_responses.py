@@ -86,6 +86,7 @@ from protocol.sse import SSEDecoder
 from protocol.wire import dumps as _dumps
 from protocol.wire import is_int as _is_int
 from protocol.wire import is_num as _is_num
+from protocol.wire import loads as _loads
 from protocol.wire import new_id as _new_id
 from protocol.wire import overlay
 from protocol.wire import rest as _rest
@@ -1429,7 +1430,7 @@ class StreamDecoder:
                 self._finish(None, out)
             return
         try:
-            obj = json.loads(data)
+            obj = _loads(data)
         except ValueError:
             log.debug("responses: stream event that is not JSON skipped: %.200s", data)
             return

@@ -1,4 +1,10 @@
-"""Small JSON helpers the OpenAI codecs (chat completions and Responses) share."""
+"""JSON on the wire, and small JSON helpers the codecs share.
+
+`loads`, `dumps` and `dumps_bytes` are what every request, answer and stream event goes
+through: orjson (3-6x faster than the json module on the small objects of a stream), with the
+json module for what orjson refuses, so results and errors stay json's: NaN and Infinity, an
+integer beyond 64 bits, a lone surrogate, a body not in UTF-8.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import json
 import uuid
 from collections.abc import Container
 from typing import Any, TypeGuard
+
+import orjson
 
 
 def overlay(out: dict[str, Any], extras: dict[str, Any], markers: Container[str]) -> dict[str, Any]:
@@ -30,8 +38,31 @@ def is_num(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def loads(data: str | bytes | bytearray) -> Any:
+    """`json.loads`, faster."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+def dumps_bytes(obj: Any) -> bytes:
+    """Compact JSON in UTF-8 (`ensure_ascii=False`); a lone surrogate is escaped."""
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        try:
+            return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        except UnicodeEncodeError:
+            return json.dumps(obj, separators=(",", ":")).encode()
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON text (`ensure_ascii=False`)."""
+    try:
+        return orjson.dumps(obj).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def new_id(prefix: str) -> str:
