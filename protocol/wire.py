@@ -9,6 +9,7 @@ integer beyond 64 bits, a lone surrogate, a body not in UTF-8.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Container
 from typing import Any, TypeGuard
@@ -38,12 +39,20 @@ def is_num(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+# 20 digits in a row: maybe an integer beyond 64 bits, which orjson would read as a float
+_LONG_DIGITS = re.compile(r"\d{20}")
+_LONG_DIGITS_BYTES = re.compile(rb"\d{20}")
+
+
 def loads(data: str | bytes | bytearray) -> Any:
     """`json.loads`, faster."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
+    long = _LONG_DIGITS if isinstance(data, str) else _LONG_DIGITS_BYTES
+    if long.search(data) is None:  # type: ignore[arg-type]
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
 
 
 def dumps_bytes(obj: Any) -> bytes:
