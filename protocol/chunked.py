@@ -73,12 +73,24 @@ class ChunkedDecoder:
                     break
                 match = _SIZE_LINE.fullmatch(data, pos, line_end)
                 if match is None:
-                    self.error = ChunkedError(f"illegal chunk header: {data[pos:line_end][:100]!r}")
+                    self.error = ChunkedError(
+                        f"illegal chunk header: {data[pos:line_end][:100]!r}"
+                    )
                     break
                 pos = line_end + 2
-                left = int(match.group(1), 16)
-                if not left:
+                size = int(match.group(1), 16)
+                if not size:
                     self.done = True
+                    break
+                stop = pos + size
+                if data[stop : stop + 2] == _CRLF:  # the usual case: the whole chunk is here
+                    parts.append(data[pos:stop])
+                    pos = stop + 2
+                    chunks += 1
+                    if chunks == max_chunks:
+                        break
+                else:
+                    left = size
         self._left, self._crlf = left, crlf
         if not parts and self.error is not None:
             raise self.error

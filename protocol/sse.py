@@ -38,45 +38,53 @@ class SSEDecoder:
                 chunk = chunk[1:]
         buf = self._partial + chunk if self._partial else chunk
         out: list[SSEEvent] = []
-        if b"\r" not in buf:
-            lines = buf.split(b"\n")
-            self._partial = lines.pop()
-            for line in lines:
-                self._line(line, out)
+        if b"\r" not in buf:  # the usual case: decoded and split once for all its lines
+            cut = buf.rfind(b"\n")
+            if cut < 0:
+                self._partial = buf
+                return out
+            self._partial = buf[cut + 1 :]
+            # a UTF-8 character never holds a \n byte: the complete lines decode on their own
+            self._lines(buf[:cut].decode("utf-8", "replace").split("\n"), out)
             return out
         pos = 0
+        lines: list[str] = []
         for match in _LINE_END.finditer(buf):
             end = match.end()
             if match.group() == b"\r" and end == len(buf):
                 self._skip_lf = True  # the \n of a \r\n may come in the next chunk
-            self._line(buf[pos : match.start()], out)
+            lines.append(buf[pos : match.start()].decode("utf-8", "replace"))
             pos = end
         self._partial = buf[pos:]
+        self._lines(lines, out)
         return out
 
     def close(self) -> list[SSEEvent]:
         """End of stream: a last event not followed by a blank line is still delivered."""
         out: list[SSEEvent] = []
-        if self._partial:
-            self._line(self._partial, out)
-            self._partial = b""
-        self._line(b"", out)
+        lines = [self._partial.decode("utf-8", "replace")] if self._partial else []
+        self._partial = b""
+        self._lines([*lines, ""], out)
         return out
 
-    def _line(self, raw: bytes, out: list[SSEEvent]) -> None:
-        if not raw:
-            if self._data or self._event is not None:
-                out.append(SSEEvent(self._event, "\n".join(self._data)))
-            self._event, self._data = None, []
-            return
-        line = raw.decode("utf-8", "replace")
-        if line[0] == ":":
-            return
-        name, sep, value = line.partition(":")
-        if sep and value[:1] == " ":
-            value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-
+    def _lines(self, lines: list[str], out: list[SSEEvent]) -> None:
+        event, data = self._event, self._data
+        for line in lines:
+            if not line:  # a blank line ends the event
+                if data:
+                    out.append(SSEEvent(event, data[0] if len(data) == 1 else "\n".join(data)))
+                    data = []
+                elif event is not None:
+                    out.append(SSEEvent(event, ""))
+                event = None
+            elif line.startswith("data:"):
+                data.append(line[6:] if line[5:6] == " " else line[5:])
+            elif line[0] != ":":  # not a comment
+                name, sep, value = line.partition(":")
+                if sep and value[:1] == " ":
+                    value = value[1:]
+                if name == "data":
+                    data.append(value)
+                elif name == "event":
+                    event = value
+        self._event, self._data = event, data

@@ -3,13 +3,13 @@
 `loads`, `dumps` and `dumps_bytes` are what every request, answer and stream event goes
 through: orjson (3-6x faster than the json module on the small objects of a stream), with the
 json module for what orjson refuses, so results and errors stay json's: NaN and Infinity, an
-integer beyond 64 bits, a lone surrogate, a body not in UTF-8.
+integer beyond 64 bits, a lone surrogate, a body not in UTF-8. Written, NaN and Infinity (not
+JSON, taken by no API) become null.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Container
 from typing import Any, TypeGuard
@@ -39,17 +39,18 @@ def is_num(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-# 20 digits in a row: maybe an integer beyond 64 bits, which orjson would read as a float
-_LONG_DIGITS = re.compile(r"\d{20}")
-_LONG_DIGITS_BYTES = re.compile(rb"\d{20}")
+# 20 digits in a row may be an integer beyond 64 bits, which orjson reads as a float: such
+# texts go to the json module. Found with two C passes (digits -> "0", the rest -> " ").
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_TWENTY_DIGITS = b"0" * 20
 
 
 def loads(data: str | bytes | bytearray) -> Any:
     """`json.loads`, faster."""
-    long = _LONG_DIGITS if isinstance(data, str) else _LONG_DIGITS_BYTES
-    if long.search(data) is None:  # type: ignore[arg-type]
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.translate(_DIGITS_AS_ZERO).find(_TWENTY_DIGITS) < 0:
         try:
-            return orjson.loads(data)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
     return json.loads(data)

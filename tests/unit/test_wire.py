@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from protocol.wire import dumps, dumps_bytes, loads
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=12,
 )
@@ -61,3 +61,8 @@ def test_writes_compact_utf8_and_escapes_a_lone_surrogate() -> None:
     assert dumps({"a": "é"}) == '{"a":"é"}'
     assert dumps_bytes({"s": "\ud800"}) == b'{"s":"\\ud800"}'
     assert dumps_bytes({"n": 2**70}) == b'{"n":1180591620717411303424}'
+
+
+def test_nan_and_infinity_are_written_as_null() -> None:
+    """Not JSON, and no API takes them: null, as orjson writes them."""
+    assert dumps_bytes([math.nan, math.inf, -math.inf]) == b"[null,null,null]"
