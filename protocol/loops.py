@@ -311,13 +311,8 @@ class LoopDetector:
         self._stride = self._anchor
         self._probe = max(self._anchor, min(2 * self._anchor, shortest + 1 - self._stride))
         self._keep = s.buffer_size
-        self._buf = ""
-        self._base = 0
         self._runs: dict[int, int] = {}
         self._rejected: set[int] = set()
-        self._next_check = self._stride
-        self._zone_q = 0
-        self._zone_start = 0
         self.reset()
 
     def reset(self) -> None:
@@ -592,11 +587,21 @@ def check_response(
     settings = settings or LoopSettings()
     if not settings.enabled:
         return resp, None
-    text, thinking = LoopDetector(settings), LoopDetector(settings)
-    for i, part in enumerate(resp.parts):
+    # a loop is `min_repetitions` blocks of at least `min_pattern_length` characters: a text
+    # shorter than that in all is not read at all (most whole answers)
+    shortest = settings.min_repetitions * settings.min_pattern_length
+    text_total = thinking_total = 0
+    for part in resp.parts:
         if isinstance(part, TextPart):
-            match = text.feed(part.text)
+            text_total += len(part.text)
         elif isinstance(part, ThinkingPart) and not part.redacted:
+            thinking_total += len(part.text)
+    text = LoopDetector(settings) if text_total >= shortest else None
+    thinking = LoopDetector(settings) if thinking_total >= shortest else None
+    for i, part in enumerate(resp.parts):
+        if isinstance(part, TextPart) and text is not None:
+            match = text.feed(part.text)
+        elif isinstance(part, ThinkingPart) and not part.redacted and thinking is not None:
             match = thinking.feed(part.text)
         else:
             continue

@@ -16,7 +16,6 @@ a list of parts, `max_completion_tokens` instead of `max_tokens` ...). The marke
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 import time
@@ -61,6 +60,7 @@ from protocol.reasoning import (
     openrouter_reasoning,
 )
 from protocol.sse import SSEDecoder
+from protocol.wire import copy_json as _copy_json
 from protocol.wire import dumps as _dumps
 from protocol.wire import is_int as _is_int
 from protocol.wire import is_num as _is_num
@@ -294,7 +294,7 @@ def _parse_request(body: dict[str, Any], model: str | None, stream: bool | None)
     if options is not None:
         if not isinstance(options, dict):
             raise ProtocolError("'stream_options' must be an object")
-        extras[_STREAM_OPTIONS] = copy.deepcopy(options)
+        extras[_STREAM_OPTIONS] = _copy_json(options)
         req["include_usage"] = options.get("include_usage") is True
 
     req["reasoning"] = _parse_reasoning(extras, null_or)
@@ -319,7 +319,7 @@ def _parse_reasoning(extras: dict[str, Any], null_or: Callable[[str], Any]) -> R
     if robj is not None:
         if not isinstance(robj, dict):
             raise ProtocolError("'reasoning' must be an object")
-        extras[_REASONING] = copy.deepcopy(robj)
+        extras[_REASONING] = _copy_json(robj)
         eff = robj.get("effort")
         if isinstance(eff, str):
             if effort is not None and eff != effort:
@@ -736,7 +736,7 @@ def render_request(req: ChatRequest, *, dialect: Dialect = "openai") -> dict[str
         out["stream"] = False
     options = extras.get(_STREAM_OPTIONS)
     if isinstance(options, dict):
-        options = copy.deepcopy(options)
+        options = _copy_json(options)
         if req.include_usage or options.get("include_usage") is True:
             options["include_usage"] = req.include_usage
         out["stream_options"] = options
@@ -769,7 +769,7 @@ def _render_own_reasoning(r: Reasoning, extras: dict[str, Any], out: dict[str, A
         effort = raw_effort
     robj = extras.get(_REASONING)
     if isinstance(robj, dict):
-        robj = copy.deepcopy(robj)
+        robj = _copy_json(robj)
         raw = robj.get("effort")
         if r.effort is not None and ("effort" in robj or _EFFORT_KEY not in extras):
             robj["effort"] = (
@@ -1090,7 +1090,7 @@ def _usage_out(usage: Usage) -> dict[str, Any]:
 
 def _usage_same(usage: Usage, raw: dict[str, Any]) -> dict[str, Any]:
     """The usage object as it came, with what changed in the canonical usage written over."""
-    out = copy.deepcopy(raw)
+    out = _copy_json(raw)
     was = _usage_in(raw)
     changed = False
     for field, key in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
@@ -1146,7 +1146,7 @@ def _parse_response(body: dict[str, Any]) -> ChatResponse:
         extras["id"] = body["id"]
     if "usage" in body:
         resp["usage"] = _usage_in(body["usage"])
-        extras[_USAGE] = copy.deepcopy(body["usage"])
+        extras[_USAGE] = _copy_json(body["usage"])
     if len(choices) > 1:
         extras[_REST] = choices[1:]
     parts: list[Part] = []

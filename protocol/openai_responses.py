@@ -41,7 +41,6 @@ gives) and markers starting with `_` (listed in `_MARKERS`) that remember the or
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import re
@@ -83,6 +82,7 @@ from protocol.canonical import (
 from protocol.codec import ProtocolError
 from protocol.reasoning import openai_effort
 from protocol.sse import SSEDecoder
+from protocol.wire import copy_json as _copy_json
 from protocol.wire import dumps as _dumps
 from protocol.wire import is_int as _is_int
 from protocol.wire import is_num as _is_num
@@ -283,7 +283,7 @@ def _parse_request(body: dict[str, Any], model: str | None, stream: bool | None)
     if robj is not None:
         if not isinstance(robj, dict):
             raise _bad_type("reasoning", "an object", robj)
-        extras[_REASONING] = copy.deepcopy(robj)
+        extras[_REASONING] = _copy_json(robj)
         req["reasoning"] = _reasoning_in(robj)
     tools = null_or("tools")
     if tools is not None:
@@ -752,7 +752,7 @@ def _budget_effort(r: Reasoning) -> str | None:
 
 def _render_reasoning(r: Reasoning, raw: Any) -> dict[str, Any] | None:
     if isinstance(raw, dict):  # same protocol: the object as it came, with what changed
-        robj = copy.deepcopy(raw)
+        robj = _copy_json(raw)
         was = _reasoning_in(raw)
         if r.effort != was.effort and r.effort is not None:
             robj["effort"] = r.effort
@@ -1174,7 +1174,7 @@ def _usage_out(usage: Usage) -> dict[str, Any] | None:
 
 def _usage_same(usage: Usage, raw: dict[str, Any]) -> dict[str, Any]:
     """The usage object as it came, with what changed in the canonical usage written over."""
-    out = copy.deepcopy(raw)
+    out = _copy_json(raw)
     was = _usage_in(raw)
     changed = False
     for field in ("input_tokens", "output_tokens"):
@@ -1266,7 +1266,7 @@ def _parse_response(body: dict[str, Any]) -> ChatResponse:
             extras[key] = body[key]
     if "usage" in body:
         resp["usage"] = _usage_in(body["usage"])
-        extras[_USAGE] = copy.deepcopy(body["usage"])
+        extras[_USAGE] = _copy_json(body["usage"])
     return ChatResponse(**resp)
 
 

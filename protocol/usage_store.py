@@ -91,6 +91,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from protocol import prices as price_table
+from protocol.wire import dumps
 
 if TYPE_CHECKING:
     from protocol.exchange import Exchange
@@ -165,7 +166,7 @@ def row_values(row: UsageRow) -> tuple[Any, ...]:
 def attempts_json(attempts: Sequence[Mapping[str, Any]]) -> str:
     """The `attempts` column: each attempt's backend, model, key id and why it failed."""
     keys = ("backend", "model", "key_id", "failure")
-    return json.dumps([{k: a.get(k) for k in keys} for a in attempts], separators=(",", ":"))
+    return dumps([{k: a.get(k) for k in keys} for a in attempts])
 
 
 def _short(text: str | None, limit: int = ERROR_MAX_CHARS) -> str | None:

@@ -75,5 +75,15 @@ def dumps(obj: Any) -> str:
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of parsed JSON (dicts, lists, scalars): several times faster than
+    `copy.deepcopy`, which keeps a memo for shared and cyclic objects JSON cannot have."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) if isinstance(v, dict | list) else v for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) if isinstance(v, dict | list) else v for v in value]
+    return value
+
+
 def new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]

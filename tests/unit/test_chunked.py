@@ -121,7 +121,7 @@ def h11_verdict(data: bytes) -> tuple[bytes, str]:
                 return out, "done"
             event = reader(buf)
             if event is None:
-                return out, "more"
+                return out, "done" if reader._reading_trailer else "more"
             if isinstance(event, h11.EndOfMessage):
                 return out, "done"
             out += bytes(event.data)
