@@ -79,10 +79,24 @@ def shown_model(ex: Exchange) -> str | None:
 
 @functools.lru_cache(maxsize=256)
 def model_renamer(backend_model: str, shown: str) -> Callable[[bytes], bytes]:
-    """Rewrites `"model": "<backend model>"` in relayed SSE events to the shown name."""
-    pattern = re.compile(rb'"model"\s*:\s*' + re.escape(json.dumps(backend_model).encode()))
+    """Rewrites `"model": "<backend model>"` in relayed SSE events to the shown name.
+
+    The compact form every API writes is replaced with `bytes.replace` (a stream relays
+    hundreds of events per read); only a text that still names the model after that (other
+    spacing, or the name inside some text) is searched with the pattern.
+    """
+    name = json.dumps(backend_model).encode()
+    pattern = re.compile(rb'"model"\s*:\s*' + re.escape(name))
     replacement = b'"model":' + json.dumps(shown).encode()
-    return lambda data: pattern.sub(lambda _: replacement, data)
+    compact = b'"model":' + name
+
+    def rename(data: bytes) -> bytes:
+        data = data.replace(compact, replacement)
+        if name in data:
+            data = pattern.sub(lambda _: replacement, data)
+        return data
+
+    return rename
 
 
 def _scrub_stream(pipeline: StreamPipeline, redactor: Redactor) -> None:
