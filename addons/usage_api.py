@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 from mitmproxy import http
 
 from addons._http import fail_closed, json_response
 from addons.config import Config
 from addons.gateway import authorized
-from protocol.usage_store import UsageFilters
+from protocol.usage_store import UsageFilters, UsageStore
 
 logger = logging.getLogger(__name__)
 
@@ -30,25 +31,31 @@ class UsageApi:
         self.config = config
 
     @fail_closed
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Sync for every other request (the chain's `request` stays sync); a usage endpoint's
+        query runs in a thread."""
         req = flow.request
         if flow.response is not None or req.method != "GET":
-            return
+            return None
         path = req.path.split("?", 1)[0].rstrip("/")
         if path not in PATHS or flow.client_conn.proxy_mode.type_name != "reverse":
-            return
+            return None
         if not authorized(self.config, flow):
             flow.response = _error(401, "invalid or missing proxy API key")
-            return
+            return None
         store = self.config.usage_store
         if store is None:
             flow.response = _error(503, "usage recording is not running")
-            return
+            return None
         if path == "/metrics":
             flow.response = http.Response.make(
                 200, store.metrics_text(), {"content-type": "text/plain; version=0.0.4"}
             )
-            return
+            return None
+        return self._query(flow, store, path)
+
+    async def _query(self, flow: http.HTTPFlow, store: UsageStore, path: str) -> None:
+        req = flow.request
         params = dict(req.query.items())
         try:
             filters = UsageFilters.from_query(params)

@@ -1112,7 +1112,10 @@ class UsageStore:
     """The usage sqlite file, its writer thread, its queries and the live counters."""
 
     BATCH_MAX = 1000
-    BATCH_WAIT = 0.05  # seconds rows may gather before a batch is written
+    # seconds rows may gather before a batch is written: every row updates 17 indexes, and a
+    # bigger batch dirties fewer pages per row (at 1,000 rows/s: 135 µs CPU a row in batches
+    # of 50, 100 µs in batches of 250)
+    BATCH_WAIT = 0.25
     CACHE_KIB = 32768  # page cache per connection (the writer's and each reader's)
 
     def __init__(self, path: str, *, store_content: bool = False) -> None:
