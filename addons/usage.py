@@ -85,6 +85,14 @@ class SessionTotals:
         )
 
 
+def _terminal_shows_info() -> bool:
+    """False when the terminal log is set to show only warnings and errors: then nobody sees
+    the live line (it costs a log record per request). mitmweb has no terminal log: its event
+    log shows the line."""
+    verbosity = getattr(ctx.options, "termlog_verbosity", None)
+    return verbosity is None or verbosity in ("debug", "info")
+
+
 class UsageRecorder:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -134,8 +142,8 @@ class UsageRecorder:
         if "usage_prices" in updated:
             path = ctx.options.usage_prices
             self.prices = load_prices(path) if path else DEFAULT_PRICES
-        if "usage_live" in updated:
-            self.live = ctx.options.usage_live
+        if updated & {"usage_live", "termlog_verbosity"}:
+            self.live = ctx.options.usage_live and _terminal_shows_info()
 
     def done(self) -> None:
         if self.config.usage_store is not None:

@@ -16,6 +16,8 @@ Targets:
   mitmdump_stream  (reference) stock mitmdump with `stream_large_bodies=1`: the two relays
             above buffer whole responses; this one relays a stream chunk by chunk as the chain
             does, which gives the floor of mitmproxy's own per-chunk cost
+  run_no_usage  (reference) the run command with `usage_db=` (no usage rows): what the usage
+            file (a row with 17 indexes per request) costs
 Cases: `same` is an OpenAI client calling an OpenAI backend; `conv` is an OpenAI client calling
 an Anthropic backend through the chain (run, chain), and for the targets that cannot convert
 (direct, mitmdump, lean) the upstream's own Anthropic endpoint: the baseline a conversion is
@@ -409,6 +411,14 @@ def target_specs(up_port: int, confdir: Path) -> list[TargetSpec]:
             [*mitmdump, "--set", "stream_large_bodies=1", *relay_mode, *conf],
             clean_env(),
             relay_cases(),
+        ),
+        # a reference: the run command without usage recording (its sqlite row per request)
+        TargetSpec(
+            "run_no_usage",
+            "llm-proxy (run), usage_db=",
+            [*llm_proxy, *gateway, *conf, *no_env_file, "--set", "usage_db="],
+            gateway_env,
+            gateway_cases(),
         ),
     ]
     for spec in specs[1:]:
