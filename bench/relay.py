@@ -371,7 +371,9 @@ def target_specs(up_port: int, confdir: Path) -> list[TargetSpec]:
     relay_mode = ["--set", f"mode=reverse:{upstream}@127.0.0.1:{{port}}"]
     gateway = ["--set", "mode=reverse:http://127.0.0.1:9@127.0.0.1:{port}"]
     conf = ["--set", "confdir={confdir}"]
-    no_env_file = ["--set", "llm_env_file="]
+    # each run records into a fresh usage file of its own (not the repo's `llm_usage.db`,
+    # which would grow from run to run and slow every insert into its indexes)
+    no_env_file = ["--set", "llm_env_file=", "--set", "usage_db={confdir}/usage.db"]
     specs = [
         TargetSpec("direct", "direct (upstream)", [], {}, relay_cases(), up_port),
         TargetSpec(

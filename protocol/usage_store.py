@@ -148,6 +148,14 @@ _DIMENSIONS = ("session_id", "project", "backend", "model_requested", "model_use
 INSERT_SQL = (
     f"INSERT INTO usage ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 )
+# A batch as one statement over a JSON array of rows: sqlite inserts them all in one step, so
+# the writer thread takes Python's GIL back once per batch instead of once per row (with the
+# event loop's thread busy, each taking cost that thread as much as the row's own insert).
+BATCH_INSERT_SQL = (
+    f"INSERT INTO usage ({', '.join(ROW_COLUMNS)}) SELECT "
+    + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(ROW_COLUMNS)))
+    + " FROM json_each(?)"
+)
 
 
 def row_values(row: UsageRow) -> tuple[Any, ...]:
@@ -1246,7 +1254,10 @@ class UsageStore:
     def _commit(con: sqlite3.Connection, values: list[tuple[Any, ...]]) -> None:
         con.execute("BEGIN IMMEDIATE")
         try:
-            con.executemany(INSERT_SQL, values)
+            if len(values) == 1:
+                con.execute(INSERT_SQL, values[0])
+            else:
+                con.execute(BATCH_INSERT_SQL, (dumps(values),))
         except BaseException:
             con.execute("ROLLBACK")
             raise
