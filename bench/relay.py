@@ -373,7 +373,8 @@ def target_specs(up_port: int, confdir: Path) -> list[TargetSpec]:
     conf = ["--set", "confdir={confdir}"]
     # each run records into a fresh usage file of its own (not the repo's `llm_usage.db`,
     # which would grow from run to run and slow every insert into its indexes)
-    no_env_file = ["--set", "llm_env_file=", "--set", "usage_db={confdir}/usage.db"]
+    no_env_file = ["--set", "llm_env_file="]
+    own_usage = ["--set", "usage_db={confdir}/usage.db"]
     specs = [
         TargetSpec("direct", "direct (upstream)", [], {}, relay_cases(), up_port),
         TargetSpec(
@@ -393,14 +394,14 @@ def target_specs(up_port: int, confdir: Path) -> list[TargetSpec]:
         TargetSpec(
             "run",
             "llm-proxy (run)",
-            [*llm_proxy, *gateway, *conf, *no_env_file],
+            [*llm_proxy, *gateway, *conf, *no_env_file, *own_usage],
             gateway_env,
             gateway_cases(),
         ),
         TargetSpec(
             "chain",
             "mitmdump -s chain",
-            [*mitmdump, "-s", "addons/chain.py", *gateway, *conf, *no_env_file],
+            [*mitmdump, "-s", "addons/chain.py", *gateway, *conf, *no_env_file, *own_usage],
             gateway_env,
             gateway_cases(),
         ),

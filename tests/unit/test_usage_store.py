@@ -136,6 +136,49 @@ def test_a_bad_row_does_not_lose_its_batch(store: UsageStore) -> None:
     assert store.row_count() == 2 and store.failed == 1
 
 
+def test_a_batch_stores_each_value_as_a_single_row_would(tmp_path: Path) -> None:
+    """Rows written in one batch (one statement over JSON) and one by one read back the same:
+    integers, floats, text with any characters, NULLs, booleans."""
+    rows = [
+        row(
+            ts=T0 + i,
+            session_id=f"s-{i}",
+            project="projet é 日本",
+            backend="openai",
+            model_requested="openai:gpt-4o",
+            model_used="gpt-4o",
+            key_id="openai#1",
+            attempts='[{"backend":"openai","failure":"503 \\"busy\\""}]',
+            status=200 if i % 2 else None,
+            error=None if i % 2 else 'quote " and \\ and \n newline',
+            input_tokens=2**40 + i,
+            output_tokens=i,
+            cost_usd=0.1 + 1e-9 * i,
+            latency_ms=1.5 * i,
+            stream=bool(i % 2),
+            redactions=i,
+        )
+        for i in range(7)
+    ]
+    batched = UsageStore(str(tmp_path / "batched.db"))
+    single = UsageStore(str(tmp_path / "single.db"))
+    try:
+        for r in rows:
+            batched.record(r)
+        assert batched.flush()
+        for r in rows:
+            single.record(r)
+            assert single.flush()  # each row its own batch
+        query = "SELECT * FROM usage ORDER BY ts"
+        with sqlite3.connect(batched.path) as a, sqlite3.connect(single.path) as b:
+            got, want = a.execute(query).fetchall(), b.execute(query).fetchall()
+        assert got == want and len(got) == 7
+        assert [type(v) for v in got[0]] == [type(v) for v in want[0]]
+    finally:
+        batched.close()
+        single.close()
+
+
 def test_record_after_close_is_dropped(tmp_path: Path) -> None:
     s = UsageStore(str(tmp_path / "u.db"))
     s.record(row())
