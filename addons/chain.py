@@ -31,6 +31,7 @@ from addons.conffile import ConfFile  # noqa: E402
 from addons.config import Config  # noqa: E402
 from addons.failover import Failover  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
+from addons.gc_tuning import GcTuning  # noqa: E402
 from addons.gemini_cli import GeminiCli  # noqa: E402
 from addons.intercept import InterceptTls  # noqa: E402
 from addons.llmview import LLMView  # noqa: E402
@@ -82,6 +83,7 @@ def make_chain() -> list[object]:
         Routes(config),
         GeminiCli(config),
         LLMView(),
+        GcTuning(),
         ConfFile(),
     ]
 
