@@ -191,7 +191,8 @@ class Responses:
             self._relay_error(resp, ex)
             return
         try:
-            body = loads(resp.content or b"")
+            raw = resp.content or b""  # decoded once: mitmproxy decodes on every read
+            body = loads(raw)
         except (ValueError, UnicodeDecodeError):
             self._fail(resp, ex, "the backend returned a body that is not JSON")
             return
@@ -236,7 +237,8 @@ class Responses:
             resp.headers["content-type"] = "application/json"
         elif shown is not None and body.get("model") == ex.request.model:
             # the backend's own body, renamed in place (not serialized again)
-            resp.content = model_renamer(ex.request.model, shown)(resp.content or b"")
+            raw = model_renamer(ex.request.model, shown)(raw)
+            resp.content = raw
         if ex.answer_scrubber is not None and resp.content:
             scrubber = BytesScrubber(ex.answer_scrubber)
             content = scrubber.feed(resp.content) + scrubber.flush()
@@ -265,7 +267,9 @@ class Responses:
             return  # accounted for by the failover addon
         if resp.status_code >= 400:
             attempt.failure = failure_text(resp.status_code, resp.reason)
-        account_attempt(self.config, attempt, resp.status_code, resp.headers, resp.content or b"")
+        # the body matters only for a 429's retry hint (reading it decodes it: not per request)
+        body = (resp.content or b"") if resp.status_code == 429 else b""
+        account_attempt(self.config, attempt, resp.status_code, resp.headers, body)
 
     def _relay_error(self, resp: http.Response, ex: Exchange) -> None:
         ex.outcome = "error"
