@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,17 @@ def backend_env(upstream: Upstream) -> dict[str, str]:
     return env
 
 
-def settle(upstream: Upstream) -> None:
-    """Let a freshly started proxy fetch its model lists, then forget those requests."""
+def settle(upstream: Upstream, backends: tuple[str, ...] = BACKENDS) -> None:
+    """Let a freshly started proxy fetch its model lists, then forget those requests.
+
+    Waits for each backend's own list request (not just any four requests: a request left over
+    from a proxy of an earlier test must not end the wait early, or the new proxy's lists would
+    arrive in the middle of the next test)."""
+    deadline = time.monotonic() + 5
     with contextlib.suppress(AssertionError):
-        upstream.wait_for_requests(len(BACKENDS), timeout=5)
+        for backend in backends:
+            left = max(0.0, deadline - time.monotonic())
+            upstream.wait_for_requests(1, timeout=left, backend=backend)
     upstream.reset()
 
 
@@ -73,8 +81,15 @@ def running_proxy(
     full.update(env or {})
     for name in drop:
         full.pop(name, None)
+    upstream.reset()
     process = ProxyProcess(full, confdir=confdir, **kwargs)
-    settle(upstream)
+    configured = tuple(
+        b
+        for b in BACKENDS
+        if f"{b.upper()}_API_BASE_URL" in full
+        and any(k.startswith(f"{b.upper()}_API_KEY") and v for k, v in full.items())
+    )
+    settle(upstream, configured)
     try:
         yield process
     finally:
