@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 
 _SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*")
+# the usual size line, CRLF included: one match instead of a search and a match
+_SIZE_HEAD = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\r\n]*)?[ \t]*\r\n")
 _CRLF = b"\r\n"
 MAX_SIZE_LINE = 4096  # bytes of a size line with no end in sight: not a chunked body
 
@@ -66,19 +68,22 @@ class ChunkedDecoder:
                 pos += len(got)
                 crlf -= len(got)
             else:
-                line_end = data.find(_CRLF, pos)
-                if line_end < 0:
-                    if end - pos > MAX_SIZE_LINE:
-                        self.error = ChunkedError("chunk size line too long")
-                    break
-                match = _SIZE_LINE.fullmatch(data, pos, line_end)
-                if match is None:
-                    self.error = ChunkedError(
-                        f"illegal chunk header: {data[pos:line_end][:100]!r}"
-                    )
-                    break
-                pos = line_end + 2
-                size = int(match.group(1), 16)
+                head = _SIZE_HEAD.match(data, pos)
+                if head is not None:
+                    pos, size = head.end(), int(head.group(1), 16)
+                else:  # a size line not complete yet, or not well formed
+                    line_end = data.find(_CRLF, pos)
+                    if line_end < 0:
+                        if end - pos > MAX_SIZE_LINE:
+                            self.error = ChunkedError("chunk size line too long")
+                        break
+                    match = _SIZE_LINE.fullmatch(data, pos, line_end)
+                    if match is None:
+                        self.error = ChunkedError(
+                            f"illegal chunk header: {data[pos:line_end][:100]!r}"
+                        )
+                        break
+                    pos, size = line_end + 2, int(match.group(1), 16)
                 if not size:
                     self.done = True
                     break
