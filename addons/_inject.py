@@ -89,6 +89,13 @@ class _InjectedEnd(ResponseEndOfMessage, _Injected):
         self.stream_id = stream_id
 
 
+def connection_handler(flow: http.HTTPFlow) -> Any:
+    """mitmproxy's handler of `flow`'s client connection (its layers, transports and
+    `server_event`), or None when the connection is gone."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    return proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+
+
 def _find_stream(root: Any, flow: http.HTTPFlow) -> tuple[HttpLayer, HttpStream] | None:
     todo = [root]
     seen: set[int] = set()
@@ -161,8 +168,7 @@ def merge_chunks(flow: http.HTTPFlow) -> bool:
     HTTP/2 upstream, the body already being read, other internals).
     """
     try:
-        proxyserver = ctx.master.addons.get("proxyserver")
-        handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+        handler = connection_handler(flow)
         found = _find_stream(handler.layer, flow) if handler is not None else None
         if found is None:
             return False
@@ -212,8 +218,7 @@ class ResponseFeed:
     def attach(cls, flow: http.HTTPFlow) -> ResponseFeed | None:
         """A feed for `flow`, or None when the flow is not live or the internals differ."""
         try:
-            proxyserver = ctx.master.addons.get("proxyserver")
-            handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+            handler = connection_handler(flow)
             if handler is None:
                 return None
             found = _find_stream(handler.layer, flow)

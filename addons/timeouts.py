@@ -27,7 +27,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.proxy import events
 
-from addons._inject import ResponseFeed
+from addons._inject import ResponseFeed, connection_handler
 from addons.config import Config
 from protocol.exchange import exchange_of
 from protocol.pipeline import StreamPipeline
@@ -40,8 +40,7 @@ _SWEEP_SECONDS = 1.0
 
 def feed_upstream_response(flow: http.HTTPFlow, status: int, reason: str, body: bytes) -> bool:
     """Make `flow`'s server connection deliver this response as if the backend sent it."""
-    proxyserver = ctx.master.addons.get("proxyserver")
-    handler = proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+    handler = connection_handler(flow)
     server = flow.server_conn
     if handler is None or server.timestamp_tcp_setup is None or server.alpn == b"h2":
         return False
