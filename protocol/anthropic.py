@@ -73,6 +73,8 @@ from protocol.reasoning import (
 )
 from protocol.sse import SSEDecoder, SSEEvent
 from protocol.wire import dumps as _wire_dumps
+from protocol.wire import dumps_bytes as _dumps_bytes
+from protocol.wire import json_str as _json_str
 from protocol.wire import loads as _loads
 
 log = logging.getLogger(__name__)
@@ -1510,15 +1512,22 @@ class StreamDecoder:
 
 _PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 _MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-_DELTA_HEAD = 'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
 
 
 def _event_bytes(name: str, payload: dict[str, Any]) -> bytes:
-    return f"event: {name}\ndata: {_dumps(payload)}\n\n".encode()
+    return b"event: " + name.encode() + b"\ndata: " + _dumps_bytes(payload) + b"\n\n"
 
 
-def _sdump(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+def _delta(index: int, kind: str, field: str, value: str) -> bytes:
+    """One `content_block_delta` event, written without building its dict (one per token)."""
+    return b'%s%d,"delta":{"type":"%s","%s":%s}}\n\n' % (
+        _DELTA_HEAD,
+        index,
+        kind.encode(),
+        field.encode(),
+        _json_str(value),
+    )
 
 
 # Operations kept for a held-back block: (kind, a, b)
@@ -1746,28 +1755,20 @@ class StreamEncoder:
             if open_kind != "text":
                 log.debug("dropping text for a %s block", open_kind)
             elif a:
-                out.append(
-                    f'{_DELTA_HEAD}{ai},"delta":{{"type":"text_delta","text":{_sdump(a)}}}}}\n\n'.encode()
-                )
+                out.append(_delta(ai, "text_delta", "text", a))
         elif kind == "args":
             if open_kind != "tool":
                 log.debug("dropping tool arguments for a %s block", open_kind)
             elif a:
                 self._open_args.append(a)
-                out.append(
-                    f'{_DELTA_HEAD}{ai},"delta":{{"type":"input_json_delta","partial_json":{_sdump(a)}}}}}\n\n'.encode()
-                )
+                out.append(_delta(ai, "input_json_delta", "partial_json", a))
         elif kind == "think":
             if open_kind != "think":
                 log.debug("dropping thinking for a %s block", open_kind)
                 return
             if a:
-                out.append(
-                    f'{_DELTA_HEAD}{ai},"delta":{{"type":"thinking_delta","thinking":{_sdump(a)}}}}}\n\n'.encode()
-                )
+                out.append(_delta(ai, "thinking_delta", "thinking", a))
             if b:
-                out.append(
-                    f'{_DELTA_HEAD}{ai},"delta":{{"type":"signature_delta","signature":{_sdump(b)}}}}}\n\n'.encode()
-                )
+                out.append(_delta(ai, "signature_delta", "signature", b))
         else:
             log.debug("ignoring a repeated %s start for an open block", kind)

@@ -90,6 +90,7 @@ from protocol.reasoning import (
 )
 from protocol.sse import SSEDecoder
 from protocol.wire import dumps as _wire_dumps
+from protocol.wire import dumps_bytes as _dumps_bytes
 from protocol.wire import loads as _loads
 
 NAME: ProtocolName = "gemini"
@@ -1507,7 +1508,7 @@ class StreamEncoder:
             meta = self._meta()
             rest = ("," + _dump(meta)[1:]) if meta else "}"
             tail = self._tail = ('],"role":"model"},"index":0}]' + rest).encode() + _SEP
-        return self._HEAD + _dump(part).encode() + tail
+        return self._HEAD + _dumps_bytes(part) + tail
 
     def feed(self, event: Event) -> bytes:
         if self._done:
@@ -1557,7 +1558,7 @@ class StreamEncoder:
             return self._final(_FINISH_OUT.get(event.stop_reason, "STOP"))
         if isinstance(event, Error):
             self._done = True
-            return b"data: " + _dump(render_error(event.status, event.message)).encode() + _SEP
+            return b"data: " + _dumps_bytes(render_error(event.status, event.message)) + _SEP
         return b""
 
     def close(self) -> bytes:
@@ -1592,7 +1593,7 @@ class StreamEncoder:
         if usage:
             chunk["usageMetadata"] = usage
         chunk.update(self._meta())
-        return b"data: " + _dump(chunk).encode() + _SEP
+        return b"data: " + _dumps_bytes(chunk) + _SEP
 
 
 # ----------------------------------------------------------------------------------------------

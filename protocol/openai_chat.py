@@ -20,7 +20,6 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any, Final, Literal, cast
 
 from pydantic import ValidationError
@@ -62,8 +61,10 @@ from protocol.reasoning import (
 from protocol.sse import SSEDecoder
 from protocol.wire import copy_json as _copy_json
 from protocol.wire import dumps as _dumps
+from protocol.wire import dumps_bytes as _dumps_bytes
 from protocol.wire import is_int as _is_int
 from protocol.wire import is_num as _is_num
+from protocol.wire import json_str as _wire_json_str
 from protocol.wire import loads as _loads
 from protocol.wire import new_id as _new_id
 from protocol.wire import overlay
@@ -1581,13 +1582,6 @@ class StreamDecoder:
         out.append(Finish(stop_reason=reason, usage=usage, stop_sequence=self._stop_seq))
 
 
-def _json_str(text: str) -> bytes:
-    try:
-        return cast(bytes, encode_basestring(text).encode())
-    except UnicodeEncodeError:  # a lone surrogate: escape it
-        return cast(bytes, encode_basestring_ascii(text).encode())
-
-
 _DONE: Final = b"data: [DONE]\n\n"
 _TAIL: Final = b',"logprobs":null,"finish_reason":null}]}\n\n'
 
@@ -1642,12 +1636,12 @@ class StreamEncoder:
             text = cast(TextDelta, event).text
             if not text:
                 return lead
-            return lead + pre + b'{"content":' + _json_str(text) + b"}" + _TAIL
+            return lead + pre + b'{"content":' + _wire_json_str(text) + b"}" + _TAIL
         if kind is ThinkingDelta:
             thought = cast(ThinkingDelta, event)
             if not thought.text or thought.redacted:
                 return lead
-            return lead + pre + b'{"reasoning_content":' + _json_str(thought.text) + b"}" + _TAIL
+            return lead + pre + b'{"reasoning_content":' + _wire_json_str(thought.text) + b"}" + _TAIL
         if kind is ToolArgsDelta:
             args = cast(ToolArgsDelta, event)
             k = self._calls.get(args.index)
@@ -1655,7 +1649,7 @@ class StreamEncoder:
                 return lead
             return (
                 lead + pre + b'{"tool_calls":[{"index":' + str(k).encode()
-                + b',"function":{"arguments":' + _json_str(args.fragment) + b"}}]}" + _TAIL
+                + b',"function":{"arguments":' + _wire_json_str(args.fragment) + b"}}]}" + _TAIL
             )  # fmt: skip
         if kind is ToolCallStart:
             call = cast(ToolCallStart, event)
@@ -1672,7 +1666,7 @@ class StreamEncoder:
                     }
                 ]
             }
-            return lead + pre + _dumps(delta).encode() + _TAIL
+            return lead + pre + _dumps_bytes(delta) + _TAIL
         if kind is Finish:
             fin = cast(Finish, event)
             usage = self._usage.merged(fin.usage) if self._usage is not None else fin.usage
@@ -1681,7 +1675,7 @@ class StreamEncoder:
             err = cast(Error, event)
             self._closed = True
             body = render_error(err.status, err.message)
-            return b"data: " + _dumps(body).encode() + b"\n\n" + _DONE
+            return b"data: " + _dumps_bytes(body) + b"\n\n" + _DONE
         return lead  # BlockStop
 
     def _end(self, reason: str, usage: Usage | None) -> bytes:

@@ -41,13 +41,11 @@ gives) and markers starting with `_` (listed in `_MARKERS`) that remember the or
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 from collections.abc import Callable
-from json.encoder import encode_basestring, encode_basestring_ascii
-from typing import Any, Final, TypeGuard, cast
+from typing import Any, Final, Literal, TypeGuard, cast
 
 from pydantic import ValidationError
 
@@ -84,8 +82,10 @@ from protocol.reasoning import openai_effort
 from protocol.sse import SSEDecoder
 from protocol.wire import copy_json as _copy_json
 from protocol.wire import dumps as _dumps
+from protocol.wire import dumps_bytes as _dumps_bytes
 from protocol.wire import is_int as _is_int
 from protocol.wire import is_num as _is_num
+from protocol.wire import json_str as _wire_json_str
 from protocol.wire import loads as _loads
 from protocol.wire import new_id as _new_id
 from protocol.wire import overlay
@@ -399,12 +399,12 @@ def _parse_input(raw: list[Any]) -> tuple[list[TextPart], list[Message]]:
                         continue
                     leading = False  # it holds more than text: a message of its own
                 group = None
-                msgs.append(_system_message(item, where))
+                msgs.append(_content_message(item, where, "system"))
                 continue
             leading = False
             if role == "user":
                 group = None
-                msgs.append(_user_message(item, where))
+                msgs.append(_content_message(item, where, "user"))
                 continue
             if role == "assistant":
                 group = _add_item(msgs, group, *_assistant_item(item, where, names))
@@ -477,10 +477,12 @@ def _leading_system(item: dict[str, Any], where: str) -> list[TextPart] | None:
     return parts
 
 
-def _system_message(item: dict[str, Any], where: str) -> Message:
+def _content_message(item: dict[str, Any], where: str, role: Literal["system", "user"]) -> Message:
+    """A system (`system`/`developer`) or user input message; a role the canonical form does
+    not name is kept in the extras."""
     content = _content(item, where)
     extras = _rest(item, {"role", "content"})
-    if item["role"] != "system":
+    if item["role"] != role:
         extras[_ROLE] = item["role"]
     parts: list[Part] = []
     if isinstance(content, str):
@@ -489,20 +491,7 @@ def _system_message(item: dict[str, Any], where: str) -> Message:
     else:
         for j, part in enumerate(content):
             parts.append(_user_part(part, f"{where}.content[{j}]"))
-    return Message(role="system", content=parts, extras=extras)
-
-
-def _user_message(item: dict[str, Any], where: str) -> Message:
-    content = _content(item, where)
-    extras = _rest(item, {"role", "content"})
-    parts: list[Part] = []
-    if isinstance(content, str):
-        parts.append(TextPart(text=content))
-        extras[_STR] = True
-    else:
-        for j, part in enumerate(content):
-            parts.append(_user_part(part, f"{where}.content[{j}]"))
-    return Message(role="user", content=parts, extras=extras)
+    return Message(role=role, content=parts, extras=extras)
 
 
 def _user_part(part: Any, where: str) -> Part:
@@ -1619,13 +1608,6 @@ class StreamDecoder:
         out.append(Finish(stop_reason=reason, usage=usage))
 
 
-def _json_str(text: str) -> bytes:
-    try:
-        return cast(bytes, encode_basestring(text).encode())
-    except UnicodeEncodeError:  # a lone surrogate: escape it
-        return cast(bytes, encode_basestring_ascii(text).encode())
-
-
 class _Out:
     """One output item the encoder has opened (by canonical block index)."""
 
@@ -1693,10 +1675,7 @@ class StreamEncoder:
         seq = self._seq
         self._seq = seq + 1
         body = {"type": kind, "sequence_number": seq, **fields}
-        try:
-            data = _dumps(body).encode()
-        except UnicodeEncodeError:  # a lone surrogate: escape it
-            data = json.dumps(body, separators=(",", ":")).encode()
+        data = _dumps_bytes(body)
         return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
 
     def _begin(self, rid: str, model: str, usage: Usage | None) -> bytes:
@@ -1798,7 +1777,7 @@ class StreamEncoder:
         seq = self._seq
         self._seq = seq + 1
         tail = b',"logprobs":[]}\n\n' if out.kind == "message" else b"}\n\n"
-        return out.pre + str(seq).encode() + b',"delta":' + _json_str(text) + tail
+        return out.pre + str(seq).encode() + b',"delta":' + _wire_json_str(text) + tail
 
     def _thinking(self, event: ThinkingDelta) -> bytes:
         out = self._blocks.get(event.index)

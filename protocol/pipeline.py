@@ -178,7 +178,8 @@ class StreamPipeline:
         self._pending_raw.append(chunk)
         if self.guard.count != self._guard_seen:
             self._guard_seen = self.guard.count
-            out = self._resume_encoder()
+            self._resume_encoder()
+            out = b""
             accumulate = self.accumulator.feed
             encode = self.encoder.feed
             for event in self._take_pending():
@@ -201,7 +202,9 @@ class StreamPipeline:
 
     def _halt(self, events: list[Event]) -> bytes:
         """A stage halted the answer: its last events (note, finish) close the stream."""
-        out = self._resume_encoder() if self.passthrough else b""
+        if self.passthrough:
+            self._resume_encoder()
+        out = b""
         events = self._take_pending() + events
         self._pending_raw.clear()
         accumulate = self.accumulator.feed
@@ -226,10 +229,11 @@ class StreamPipeline:
         self.exchange.error = error.message
         if self.exchange.outcome == "pending":
             self.exchange.outcome = "error"
-        out = self._resume_encoder() if self.passthrough else b""
-        return out + self.encoder.feed(error) + self.encoder.close()
+        if self.passthrough:
+            self._resume_encoder()
+        return self.encoder.feed(error) + self.encoder.close()
 
-    def _resume_encoder(self) -> bytes:
+    def _resume_encoder(self) -> None:
         """Bring the unused passthrough encoder to the state of what was relayed; the bytes it
         would have written for that are dropped, and the raw start of an unfinished SSE event
         is dropped with them (the client never saw any of it)."""
@@ -248,7 +252,6 @@ class StreamPipeline:
                 encode(ToolCallStart(index, block.id, block.name, block.signature))
             if index in acc.stopped:
                 encode(BlockStop(index))
-        return b""
 
     def _fail(self) -> bytes:
         if self._failed or self._ended:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Container
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any, TypeGuard
 
 import orjson
@@ -65,6 +66,15 @@ def dumps_bytes(obj: Any) -> bytes:
             return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
         except UnicodeEncodeError:
             return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def json_str(text: str) -> bytes:
+    """`text` as a JSON string literal in UTF-8 (a lone surrogate escaped): the one value of
+    a per-delta event, written without building a dict."""
+    try:
+        return encode_basestring(text).encode()
+    except UnicodeEncodeError:
+        return encode_basestring_ascii(text).encode()
 
 
 def dumps(obj: Any) -> str:

@@ -66,3 +66,17 @@ def test_writes_compact_utf8_and_escapes_a_lone_surrogate() -> None:
 def test_nan_and_infinity_are_written_as_null() -> None:
     """Not JSON, and no API takes them: null, as orjson writes them."""
     assert dumps_bytes([math.nan, math.inf, -math.inf]) == b"[null,null,null]"
+
+
+@pytest.mark.parametrize("protocol", ["openai", "responses", "anthropic", "gemini"])
+def test_every_stream_encoder_writes_a_lone_surrogate_escaped(protocol: str) -> None:
+    """A model's text may hold half a surrogate pair: the event is still valid UTF-8 JSON."""
+    from protocol.canonical import BlockStop, Finish, Start, TextDelta, Usage
+    from protocol.codec import codec
+
+    encoder = codec(protocol).encoder(model="m")
+    events = [Start("id-1", "m", None), TextDelta(0, "a\ud800b"), BlockStop(0)]
+    out = b"".join(encoder.feed(e) for e in events)
+    out += encoder.feed(Finish("stop", Usage(), None)) + encoder.close()
+    out.decode("utf-8")  # strict: raises on anything not UTF-8
+    assert b"\\ud800" in out
