@@ -83,17 +83,6 @@ def fail_closed[H: Callable[..., Any]](hook: H) -> H:
         except Exception:  # even the error renderer failed: a body every SDK can read
             flow.response = json_response(500, POLYGLOT_500)
 
-    if _is_async(hook):
-
-        @functools.wraps(hook)
-        async def async_wrapper(self: Any, flow: http.HTTPFlow) -> None:
-            try:
-                await hook(self, flow)
-            except Exception:
-                answer(flow)
-
-        return async_wrapper  # type: ignore[return-value]
-
     async def finish(pending: Awaitable[Any], flow: http.HTTPFlow) -> None:
         try:
             await pending
@@ -103,7 +92,7 @@ def fail_closed[H: Callable[..., Any]](hook: H) -> H:
     @functools.wraps(hook)
     def wrapper(self: Any, flow: http.HTTPFlow) -> Awaitable[None] | None:
         # a sync hook may return an awaitable for the rare requests that must wait (mitmproxy
-        # awaits it): the others cost no coroutine
+        # awaits it): the others cost no coroutine; an `async def` hook is such an awaitable
         try:
             pending = hook(self, flow)
         except Exception:
@@ -115,6 +104,3 @@ def fail_closed[H: Callable[..., Any]](hook: H) -> H:
 
     return wrapper  # type: ignore[return-value]
 
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn)

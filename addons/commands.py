@@ -35,7 +35,6 @@ from protocol.sessions import Session, session_id_for
 
 logger = logging.getLogger(__name__)
 
-SESSION_HEADERS = ("x-session-id", "x-claude-code-session-id")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
@@ -172,8 +171,6 @@ class Commands:
                     drop.add(i + 1)
         if drop:
             drop.discard(len(messages) - 1)
-            if newest is not None:
-                drop.discard(newest)
             ex.request.messages = [m for i, m in enumerate(messages) if i not in drop]
 
     @staticmethod

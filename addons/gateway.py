@@ -70,12 +70,14 @@ def _loopback_host(host: str) -> bool:
     return address.is_loopback
 
 
-def authorized(config: Config, flow: http.HTTPFlow, found: dict[bytes, str] | None = None) -> bool:
-    """The client sent the proxy key (or, with none set, connects from this machine)."""
+def authorized(config: Config, flow: http.HTTPFlow, given: str | None = None) -> bool:
+    """The client sent the proxy key (or, with none set, connects from this machine). `given`:
+    the key the client sent when the caller has read it already (`client_key`)."""
     expected = config.proxy_key
     if expected is None:
         return is_loopback(flow.client_conn.peername)
-    given = client_key(flow.request, found)
+    if given is None:
+        given = client_key(flow.request)
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
@@ -125,7 +127,8 @@ class Gateway:
             flow.response = error_response(protocol, 404, f"unknown endpoint: {req.method} {path}")
             return None
         found = headers_named(req, CLIENT_HEADERS)
-        if not intercepted and not authorized(self.config, flow, found):
+        key = client_key(req, found)
+        if not intercepted and not authorized(self.config, flow, key):
             message = (
                 "invalid or missing proxy API key"
                 if self.config.proxy_key
@@ -140,7 +143,7 @@ class Gateway:
             return None
         if endpoint.kind == "models":
             return self._models(flow, endpoint)
-        self._parse(flow, endpoint, "intercept" if intercepted else "gateway", found)
+        self._parse(flow, endpoint, "intercept" if intercepted else "gateway", found, key)
         return None
 
     async def _models(self, flow: http.HTTPFlow, endpoint: endpoints.Endpoint) -> None:
@@ -158,6 +161,7 @@ class Gateway:
         endpoint: endpoints.Endpoint,
         arrival: str,
         found: dict[bytes, str],
+        key: str | None,
     ) -> None:
         protocol = endpoint.protocol
         try:
@@ -198,5 +202,5 @@ class Gateway:
             client_model=chat.model,
             project=found.get(b"x-project") or None,
             session_header=found.get(b"x-session-id") or found.get(b"x-claude-code-session-id"),
-            client_key=client_key(flow.request, found),
+            client_key=key,
         )

@@ -23,6 +23,7 @@ from mitmproxy import ctx
 from mitmproxy.addonmanager import Loader
 
 from addons.config import Config
+from addons.routing import SESSION_HEADER
 from protocol.backends import KINDS, Backend
 from protocol.canonical import ChatRequest, Event
 from protocol.gemini_cli import GeminiCliRunner
@@ -63,7 +64,7 @@ class GeminiCli:
 
     def _events(self, req: ChatRequest, headers: Mapping[str, str]) -> AsyncIterator[Event]:
         assert self.runner is not None
-        return self.runner.run(req, headers.get("x-llm-session"))
+        return self.runner.run(req, headers.get(SESSION_HEADER.decode()))
 
     async def done(self) -> None:
         self.config.remove_local_backend(NAME)
