@@ -28,6 +28,7 @@ from protocol.canonical import ChatResponse, Message, TextPart, Usage
 from protocol.codec import codec
 from protocol.command_handlers import CommandContext, CommandError, run_commands
 from protocol.commands import DEFAULT_PREFIX, Command, parse_commands, strip_commands, valid_prefix
+from protocol.env import env_bool
 from protocol.exchange import Exchange, exchange_of
 from protocol.pipeline import encode_whole
 from protocol.reasoning import apply_session
@@ -35,7 +36,6 @@ from protocol.sessions import Session, session_id_for
 
 logger = logging.getLogger(__name__)
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 def newest_user_index(messages: list[Message]) -> int | None:
@@ -93,7 +93,10 @@ class Commands:
         if updated & {"disable_interactive_commands", "llm_env_file"}:
             disabled = ctx.options.disable_interactive_commands
             if not ctx.options.has_changed("disable_interactive_commands"):
-                disabled = env.get("DISABLE_INTERACTIVE_COMMANDS", "").lower() in _TRUE
+                try:
+                    disabled = env_bool(env, "DISABLE_INTERACTIVE_COMMANDS", disabled)
+                except ValueError as e:
+                    raise exceptions.OptionsError(str(e)) from None
             self.disabled = disabled
         if updated & {"session_idle_seconds", "session_max"}:
             self.config.sessions.idle_seconds = ctx.options.session_idle_seconds

@@ -23,13 +23,11 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
 from addons.config import Config
+from protocol.env import env_bool
 from protocol.exchange import exchange_of
 from protocol.redaction import Redactor, pattern_settings
 
 logger = logging.getLogger(__name__)
-
-_FALSE = frozenset({"0", "false", "no", "off"})
-
 
 class Redaction:
     def __init__(self, config: Config) -> None:
@@ -62,9 +60,11 @@ class Redaction:
             self.redactor = Redactor(self._keys(), patterns)
         if updated & {"llm_env_file", "redact_api_keys_in_prompts"}:
             enabled = ctx.options.redact_api_keys_in_prompts
-            env = self.config.env.get("REDACT_API_KEYS_IN_PROMPTS")
-            if not ctx.options.has_changed("redact_api_keys_in_prompts") and env is not None:
-                enabled = env.strip().lower() not in _FALSE
+            if not ctx.options.has_changed("redact_api_keys_in_prompts"):
+                try:
+                    enabled = env_bool(self.config.env, "REDACT_API_KEYS_IN_PROMPTS", enabled)
+                except ValueError as e:
+                    raise exceptions.OptionsError(str(e)) from None
             self.enabled = enabled
 
     def _keys(self) -> list[str]:

@@ -41,3 +41,21 @@ def load_env(env_file: str | None, environ: Mapping[str, str] | None = None) -> 
             merged.update(parse_dotenv(path.read_text(encoding="utf-8")))
     merged.update(os.environ if environ is None else environ)
     return merged
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting of the environment: `default` when unset or blank; a value that is
+    none of true/false/1/0/yes/no/on/off is a ValueError naming the variable."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true/false/1/0/yes/no/on/off, got {raw[:40]!r}")

@@ -72,6 +72,7 @@ from protocol.canonical import (
     ToolCallStart,
     Usage,
 )
+from protocol.env import env_bool
 
 logger = logging.getLogger(__name__)
 
@@ -80,25 +81,10 @@ _WORD = re.compile(r"[^\W\d_]+")  # a run of letters
 _LETTER = re.compile(r"[^\W\d_]")
 _NON_LETTER = re.compile(r"[\W\d_]")
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
 
 # ----------------------------------------------------------------------------------------------
 # Settings
 # ----------------------------------------------------------------------------------------------
-
-
-def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"{name} must be true/false/1/0/yes/no/on/off, got {raw[:40]!r}")
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
@@ -178,7 +164,7 @@ class LoopSettings:
                 f"({max_len * reps})"
             )
         return cls(
-            enabled=_env_bool(env, "LOOP_DETECTION_ENABLED", d.enabled),
+            enabled=env_bool(env, "LOOP_DETECTION_ENABLED", d.enabled),
             min_pattern_length=min_len,
             max_pattern_length=max_len,
             min_repetitions=reps,
@@ -665,7 +651,7 @@ class ToolLoopSettings:
             )
         mode: ToolLoopMode = "chance_then_break" if raw_mode == "chance_then_break" else d.mode
         return cls(
-            enabled=_env_bool(env, "TOOL_LOOP_DETECTION_ENABLED", d.enabled),
+            enabled=env_bool(env, "TOOL_LOOP_DETECTION_ENABLED", d.enabled),
             max_repeats=_env_int(env, "TOOL_LOOP_MAX_REPEATS", d.max_repeats, 2),
             ttl_seconds=_env_float(env, "TOOL_LOOP_TTL_SECONDS", d.ttl_seconds, 0.001),
             mode=mode,
