@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
@@ -123,3 +124,12 @@ class Config:
                 "%s is not set: only clients on this machine are accepted, without a key",
                 PROXY_KEY_VAR,
             )
+
+
+def usage_db_path(config: Config) -> str:
+    """The usage sqlite file (routes live in it too): the `usage_db` option when set, else
+    env LLM_USAGE_DB, else the option's default; "" when recording is off."""
+    path = ctx.options.usage_db
+    if not ctx.options.has_changed("usage_db"):
+        path = config.env.get("LLM_USAGE_DB") or path
+    return os.path.expanduser(path)

@@ -10,14 +10,13 @@ to the route commands.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from mitmproxy import ctx, exceptions
 from mitmproxy.addonmanager import Loader
 
-from addons.config import Config
+from addons.config import Config, usage_db_path
 from protocol.backends import KINDS
 from protocol.routes import RouteStore
 
@@ -46,14 +45,6 @@ def parse_route_options(values: Sequence[str]) -> dict[str, dict[str, Any]]:
     return routes
 
 
-def routes_db_path(config: Config) -> str:
-    """The sqlite file routes live in: the usage file (option, else env LLM_USAGE_DB)."""
-    path = ctx.options.usage_db
-    if not ctx.options.has_changed("usage_db"):
-        path = config.env.get("LLM_USAGE_DB") or path
-    return os.path.expanduser(path)
-
-
 class Routes:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -70,7 +61,7 @@ class Routes:
 
     def configure(self, updated: set[str]) -> None:
         if updated & {"usage_db", "llm_env_file"} or self.config.routes is None:
-            path = routes_db_path(self.config) if "usage_db" in ctx.options else ""
+            path = usage_db_path(self.config) if "usage_db" in ctx.options else ""
             if self.config.routes is None or path != self._path:
                 if self.config.routes is not None:
                     self.config.routes.close()

@@ -10,14 +10,13 @@ tiktoken. The writer runs on its own thread: recording never blocks the event lo
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import OrderedDict
 
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 
-from addons.config import Config
+from addons.config import Config, usage_db_path
 from protocol import tokens
 from protocol.canonical import TextPart, ThinkingPart, ToolCallPart
 from protocol.exchange import Exchange, exchange_of
@@ -120,10 +119,7 @@ class UsageRecorder:
 
     def configure(self, updated: set[str]) -> None:
         if updated & {"usage_db", "usage_store_content", "llm_env_file"}:
-            path = ctx.options.usage_db
-            if not ctx.options.has_changed("usage_db"):
-                path = self.config.env.get("LLM_USAGE_DB") or path
-            path = os.path.expanduser(path)
+            path = usage_db_path(self.config)
             current = self.config.usage_store
             if not path:  # recording turned off
                 if current is not None:
@@ -169,8 +165,7 @@ class UsageRecorder:
             ex.finished = time.monotonic()
         fill_counted_usage(ex)
         content = self._content(ex) if store.store_content else None
-        project = ex.session.project if ex.session and ex.session.project else ex.project
-        row = row_from_exchange(ex, project=project, prices=self.prices, content=content)
+        row = row_from_exchange(ex, prices=self.prices, content=content)
         store.record(row)
         total = self.totals.add(row.session_id, row.input_tokens, row.output_tokens, row.cost_usd)
         if self.live:

@@ -184,6 +184,11 @@ def _short(text: str | None, limit: int = ERROR_MAX_CHARS) -> str | None:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def _project(ex: Exchange) -> str | None:
+    """A session's `!/set(project=...)` wins over the request's `x-project` header."""
+    return ex.session.project if ex.session and ex.session.project else ex.project
+
+
 def row_from_exchange(
     ex: Exchange,
     *,
@@ -198,8 +203,8 @@ def row_from_exchange(
     The attempt that answered (or the last one tried) names backend, model used and key. An
     exchange still `pending` is recorded as an `error` (the client went away, or nothing
     answered). `now` is `time.monotonic()` for an exchange without `finished`; `ts` is the wall
-    clock at the end; `project` defaults to the session's; `prices` defaults to the built-in
-    table (cost null for a model it does not know).
+    clock at the end; `project` defaults to the session's, then the request's (`x-project`);
+    `prices` defaults to the built-in table (cost null for a model it does not know).
     """
     planned = ex.route.attempts
     attempt = ex.route.active or (planned[-1] if planned else None)
@@ -218,7 +223,7 @@ def row_from_exchange(
         arrival=ex.front.arrival,
         outcome=outcome,
         session_id=ex.front.session_id,
-        project=project if project is not None else (ex.session.project if ex.session else None),
+        project=project if project is not None else _project(ex),
         backend=backend,
         model_requested=ex.requested_model or None,
         model_used=model_used,
