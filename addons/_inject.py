@@ -280,6 +280,17 @@ class ResponseFeed:
         self.detach()
         return True
 
+    async def error_event(self, message: str, status: int, kind: str = "timeout") -> bool:
+        """End the flow's streamed answer with an error event in the client's protocol: the
+        stream pipeline (`abort`) writes it at its next chunk, which this feeds it. The response
+        itself is ended by `end()`. False when the answer is not a pipeline's stream."""
+        response = self.flow.response
+        abort = getattr(response.stream, "abort", None) if response is not None else None
+        if abort is None:
+            return False
+        abort(message, status, kind)
+        return await self.data(b"\n")
+
     def can_resume(self) -> bool:
         """During the `error` hook: can `resume` revive the flow (its request was sent whole,
         and no answer or a streamed one had started)?"""

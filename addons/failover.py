@@ -163,13 +163,12 @@ class Failover:
         logger.warning("%s %s: %s", flow.request.method, flow.request.pretty_url, message)
         ex.resuming = True
         feed.suppress_error()
-        pipeline.abort(message, 502, "bad_gateway")
 
         async def finish() -> None:
             ok = await feed.resume(None)
             ex.resuming = False
             if ok:
-                await feed.data(b"\n")  # the pipeline answers it with the error event
+                await feed.error_event(message, 502, "bad_gateway")
                 await feed.end()
 
         self._spawn(finish())
@@ -309,11 +308,11 @@ class Failover:
                 if not await feed.data(chunk):
                     return  # the client went away
         except httpx.ReadTimeout:
-            _cut(feed, ex, "the backend stopped sending (llm_idle_timeout)", 504)
-            await feed.data(b"\n")
+            ex.error = "the backend stopped sending (llm_idle_timeout)"
+            await feed.error_event(ex.error, 504)
         except httpx.HTTPError as e:
-            _cut(feed, ex, f"the backend's stream broke: {_reason(e)}", 502)
-            await feed.data(b"\n")
+            ex.error = f"the backend's stream broke: {_reason(e)}"
+            await feed.error_event(ex.error, 502)
         except Exception:
             logger.exception("relaying the fallback's answer failed")
         finally:
@@ -354,15 +353,6 @@ class Failover:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-def _cut(feed: ResponseFeed, ex: Exchange, message: str, status: int) -> None:
-    """The fallback's stream broke after bytes reached the client: end it with an error."""
-    ex.error = message
-    stream = feed.flow.response.stream if feed.flow.response else None
-    abort = getattr(stream, "abort", None)
-    if abort is not None:
-        abort(message, status)
 
 
 async def _read_limited(answer: httpx.Response) -> bytes:

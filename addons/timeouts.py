@@ -161,8 +161,7 @@ class Timeouts:
             if flow.killable:
                 flow.kill()
             return
-        pipeline.abort(message, 504, "timeout")
-        await feed.data(b"\n")
+        await feed.error_event(message, 504, "timeout")
         await feed.end()
         feed.close_upstream()
 
