@@ -72,10 +72,13 @@ from protocol.reasoning import (
     thinking_sampling,
 )
 from protocol.sse import SSEDecoder, SSEEvent
-from protocol.wire import dumps as _wire_dumps
+from protocol.wire import dumps as _dumps
 from protocol.wire import dumps_bytes as _dumps_bytes
+from protocol.wire import is_int as _is_int
+from protocol.wire import is_num as _is_number
 from protocol.wire import json_str as _json_str
 from protocol.wire import loads as _loads
+from protocol.wire import rest as _rest
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +188,6 @@ _DATA_URL = re.compile(r"^data:([^;,]+)(?:;[^,]*)?;base64,(.*)$", re.S)
 # ----------------------------------------------------------------------------------------------
 
 
-def _dumps(obj: Any) -> str:
-    return _wire_dumps(obj)
-
-
 def _public(extras: dict[str, Any]) -> dict[str, Any]:
     """`extras` without the private shape record."""
     if _META not in extras:
@@ -201,20 +200,8 @@ def _meta(extras: dict[str, Any]) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def _rest(block: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
-    return {k: v for k, v in block.items() if k not in known}
-
-
 def _new_id(prefix: str = "msg_") -> str:
     return prefix + secrets.token_hex(12)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _parse_arguments(arguments: str) -> dict[str, Any]:
@@ -271,7 +258,7 @@ def _usage_from_wire(usage: dict[str, Any]) -> Usage:
     read = read if _is_int(read) else None
     create = create if _is_int(create) else None
     total: int | None = None
-    if isinstance(inp, int) and not isinstance(inp, bool):
+    if _is_int(inp):
         total = inp + (read or 0) + (create or 0)
     return Usage(
         input_tokens=total,
@@ -1099,11 +1086,7 @@ def _render_reasoning(
             _fit_thinking_sampling(out)
             return
     max_tokens = out.get("max_tokens")
-    limit = (
-        max_tokens
-        if isinstance(max_tokens, int) and not isinstance(max_tokens, bool)
-        else _NO_LIMIT
-    )
+    limit = max_tokens if _is_int(max_tokens) else _NO_LIMIT
     thinking, raised = anthropic_thinking(r, limit, current_table())
     if thinking is None:
         if same and r is not None and r.enabled is False:

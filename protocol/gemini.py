@@ -51,7 +51,6 @@ import binascii
 import json
 import logging
 import re
-from collections.abc import Container
 from typing import Any, Final
 
 from protocol.canonical import (
@@ -89,9 +88,10 @@ from protocol.reasoning import (
     gemini_thinking_config,
 )
 from protocol.sse import SSEDecoder
-from protocol.wire import dumps as _wire_dumps
+from protocol.wire import dumps as _dump
 from protocol.wire import dumps_bytes as _dumps_bytes
 from protocol.wire import loads as _loads
+from protocol.wire import rest as _extra
 
 NAME: ProtocolName = "gemini"
 
@@ -185,14 +185,6 @@ def _k(key: str, snakes: Any) -> str:
         if s in snakes:
             return s
     return key
-
-
-def _extra(d: dict[str, Any], known: Container[str]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k not in known}
-
-
-def _dump(obj: Any) -> str:
-    return _wire_dumps(obj)
 
 
 def _args(arguments: str) -> dict[str, Any]:
