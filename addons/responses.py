@@ -47,11 +47,8 @@ def hide_key(flow: http.HTTPFlow, ex: Exchange) -> None:
     backend = ex.backends.get(attempt.backend)
     if backend is None:
         return
-    auth = backend.kind.auth  # how that backend takes its key
-    name = b"authorization" if auth == "bearer" else auth.encode()
-    shown = (
-        f"Bearer <{attempt.key_id}>" if name == b"authorization" else f"<{attempt.key_id}>"
-    ).encode()
+    header, value = backend.auth_header(f"<{attempt.key_id}>")  # the key's name in its place
+    name, shown = header.encode(), value.encode()
     headers = flow.request.headers
     fields = headers.fields
     # one pass over the fields (mitmproxy's item access walks them once per lookup)

@@ -152,14 +152,18 @@ class Backend:
     def models_url(self) -> str:
         return f"{self.base_url}/models"
 
+    def auth_header(self, secret: str) -> tuple[str, str]:
+        """The header that carries `secret` to this backend: (name, value)."""
+        if self.kind.auth == "bearer":
+            return "authorization", f"Bearer {secret}"
+        return self.kind.auth, secret
+
     def auth_headers(self, key: ApiKey | None) -> dict[str, str]:
         """The headers that authenticate to this backend (and that it requires besides)."""
         headers: dict[str, str] = {}
         if key is not None:
-            if self.kind.auth == "bearer":
-                headers["authorization"] = f"Bearer {key.value}"
-            else:
-                headers[self.kind.auth] = key.value
+            name, value = self.auth_header(key.value)
+            headers[name] = value
         if self.protocol == "anthropic":
             headers["anthropic-version"] = ANTHROPIC_VERSION
         if self.name == "openrouter":
