@@ -1,7 +1,8 @@
 """Usage API addon: `GET /usage/stats`, `GET /usage/recent` and `GET /metrics` on the gateway.
 
 The JSON shapes are documented in `protocol/usage_store.py`. The endpoints take the proxy key
-like every other gateway endpoint; queries run on a worker thread, never on the event loop.
+like every other gateway endpoint; queries run on a worker thread, never on the event loop,
+after the usage writer has committed every row recorded before them (read your own writes).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from protocol.usage_store import UsageFilters, UsageStore
 logger = logging.getLogger(__name__)
 
 PATHS = ("/usage/stats", "/usage/recent", "/metrics")
+FLUSH_SECONDS = 2.0  # how long a query waits for the writer to commit the rows queued before it
 
 
 def _error(status: int, message: str) -> http.Response:
@@ -59,6 +61,8 @@ class UsageApi:
         params = dict(req.query.items())
         try:
             filters = UsageFilters.from_query(params)
+            # every exchange that finished before this query is in its answer
+            await asyncio.to_thread(store.flush, FLUSH_SECONDS)
             if path == "/usage/stats":
                 body = await asyncio.to_thread(store.stats, filters, params.get("group_by"))
             else:

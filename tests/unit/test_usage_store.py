@@ -26,6 +26,7 @@ from protocol import usage_store
 from protocol.canonical import ChatRequest, Usage
 from protocol.exchange import Attempt, Exchange, Front, RoutePlan
 from protocol.usage_store import (
+    BATCH_ROWS_PER_STATEMENT,
     RECENT_MAX,
     SCHEMA_VERSION,
     TABLE_SQL,
@@ -91,6 +92,27 @@ def test_flush_waits_only_for_rows_before_it(store: UsageStore) -> None:
     assert store.row_count() == 1
 
 
+def test_a_flush_does_not_wait_for_rows_to_gather(
+    store: UsageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "BATCH_WAIT", 600.0)
+    monkeypatch.setattr(store, "QUIET_WAIT", 600.0)
+    store.record(row(session_id="first"))
+    assert store.flush(timeout=10)
+    assert store.row_count() == 1
+
+
+def test_a_batch_larger_than_one_statement_is_stored_whole(store: UsageStore) -> None:
+    count = 2 * BATCH_ROWS_PER_STATEMENT + 3
+    for i in range(count):
+        store.record(row(ts=T0 + i, session_id=f"s{i}", latency_ms=float(i)))
+    store.record(row(session_id="bad", outcome=None))  # refused: only it is lost
+    assert store.flush()
+    with sqlite3.connect(store.path) as con:
+        got = [r[0] for r in con.execute("SELECT session_id FROM usage ORDER BY ts")]
+    assert got == [f"s{i}" for i in range(count)] and store.failed == 1
+
+
 def test_record_from_many_threads_while_reading(store: UsageStore) -> None:
     errors: list[BaseException] = []
 
@@ -137,7 +159,7 @@ def test_a_bad_row_does_not_lose_its_batch(store: UsageStore) -> None:
 
 
 def test_a_batch_stores_each_value_as_a_single_row_would(tmp_path: Path) -> None:
-    """Rows written in one batch (one statement over JSON) and one by one read back the same:
+    """Rows written in one batch (one multi-row statement) and one by one read back the same:
     integers, floats, text with any characters, NULLs, booleans."""
     rows = [
         row(
