@@ -133,6 +133,8 @@ class StreamPipeline:
             ex.first_byte = now
         final = chunk == b""
         events = self.decoder.close() if final else self.decoder.feed(chunk)
+        if len(events) > 2:
+            events = coalesce(events)
         for stage in self.stages:
             events = _through(stage, events, final)
         if ex.outcome == "loop_halted":
@@ -288,6 +290,39 @@ class StreamPipeline:
                 self.on_close(self)
             except Exception:
                 logger.exception("stream close callback failed")
+
+
+def coalesce(events: list[Event]) -> list[Event]:
+    """`events` with each run of text deltas (or tool-argument deltas) of one block merged into
+    one delta. Only what one upstream read brought is merged: a burst the upstream sent at once
+    goes through the stages and the encoder once, not once per token (with a model's pacing a
+    read holds one event and nothing changes)."""
+    out: list[Event] = []
+    run: list[str] = []
+    last: Event | None = None
+    for event in events:
+        kind = type(event)
+        if (kind is TextDelta or kind is ToolArgsDelta) and type(last) is kind:
+            if kind is TextDelta and event.index == last.index:  # type: ignore[union-attr]
+                run.append(event.text)  # type: ignore[union-attr]
+                continue
+            if kind is ToolArgsDelta and event.index == last.index:  # type: ignore[union-attr]
+                run.append(event.fragment)  # type: ignore[union-attr]
+                continue
+        if run:
+            out[-1] = _merged(last, run)  # type: ignore[arg-type]
+            run = []
+        out.append(event)
+        last = event
+    if run:
+        out[-1] = _merged(last, run)  # type: ignore[arg-type]
+    return out
+
+
+def _merged(first: TextDelta | ToolArgsDelta, rest: list[str]) -> Event:
+    if isinstance(first, TextDelta):
+        return TextDelta(first.index, first.text + "".join(rest))
+    return ToolArgsDelta(first.index, first.fragment + "".join(rest))
 
 
 def _through(stage: object, events: list[Event], final: bool) -> list[Event]:

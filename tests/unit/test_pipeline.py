@@ -9,11 +9,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from protocol.canonical import ChatRequest, Error, Event, Finish, TextDelta
+from protocol.canonical import (
+    BlockStop,
+    ChatRequest,
+    Error,
+    Event,
+    Finish,
+    Start,
+    TextDelta,
+    ThinkingDelta,
+    ToolArgsDelta,
+    ToolCallStart,
+)
 from protocol.codec import codec
 from protocol.exchange import Exchange, Front
 from protocol.loops import LoopStage
-from protocol.pipeline import StreamPipeline
+from protocol.pipeline import StreamPipeline, coalesce
 from protocol.redaction import RedactionStage, Redactor
 
 KEY = "sk-test-0123456789abcdefghij"
@@ -139,3 +150,63 @@ def test_passthrough_under_the_scrubber_stays_byte_for_byte_without_a_key() -> N
     p.guard = stage
     chunks = openai_sse("skip the ", "sk", "ipping ", "stones")  # "sk" starts like the key
     assert run(p, chunks) == b"".join(chunks)  # fields the encoder would not keep stay too
+
+
+def test_coalesce_merges_runs_of_one_blocks_deltas_only() -> None:
+    events: list[Event] = [
+        Start(id="m", model="x"),
+        TextDelta(0, "a"),
+        TextDelta(0, "b"),
+        TextDelta(0, "c"),
+        BlockStop(0),
+        ToolCallStart(1, "call_1", "f"),
+        ToolCallStart(2, "call_2", "g"),
+        ToolArgsDelta(1, '{"x"'),
+        ToolArgsDelta(1, ": 1}"),
+        ToolArgsDelta(2, "{}"),  # another tool's fragment: a run of its own
+        ToolArgsDelta(1, ""),
+        ThinkingDelta(3, "t1"),
+        ThinkingDelta(3, "t2"),  # thinking keeps its events (signatures ride on them)
+        TextDelta(4, "d"),
+        TextDelta(5, "e"),  # another block
+    ]
+    assert coalesce(events) == [
+        Start(id="m", model="x"),
+        TextDelta(0, "abc"),
+        BlockStop(0),
+        ToolCallStart(1, "call_1", "f"),
+        ToolCallStart(2, "call_2", "g"),
+        ToolArgsDelta(1, '{"x": 1}'),
+        ToolArgsDelta(2, "{}"),
+        ToolArgsDelta(1, ""),
+        ThinkingDelta(3, "t1"),
+        ThinkingDelta(3, "t2"),
+        TextDelta(4, "d"),
+        TextDelta(5, "e"),
+    ]
+
+
+def test_a_converted_burst_reaches_the_client_merged_per_read_with_every_character() -> None:
+    texts = [f"tok{i} é日 " for i in range(300)]
+    data = b"".join(openai_sse(*texts))
+    one_read = run(pipeline("anthropic", "openai"), [data])
+    events = client_events("anthropic", one_read)
+    assert text_of(events) == "".join(texts)
+    assert sum(isinstance(e, TextDelta) for e in events) == 1  # one read: one delta
+    pieces = [data[i : i + 1000] for i in range(0, len(data), 1000)]
+    events = client_events("anthropic", run(pipeline("anthropic", "openai"), pieces))
+    assert text_of(events) == "".join(texts)
+    assert 1 < sum(isinstance(e, TextDelta) for e in events) <= len(pieces)
+
+
+def test_a_loop_in_one_read_is_halted_inside_the_merged_delta() -> None:
+    loop = "The same sentence comes again and again in this answer. "
+    data = b"".join(openai_sse("Intro. ", *([loop] * 60)))
+    stage = LoopStage()
+    p = pipeline("anthropic", "openai", [stage])
+    stage.on_halt = lambda _: setattr(p.exchange, "outcome", "loop_halted")
+    events = client_events("anthropic", run(p, [data]))
+    assert stage.halted and p.exchange.outcome == "loop_halted"
+    text = text_of(events)
+    assert text.startswith("Intro. ") and 2 <= text.count(loop) <= 4
+    assert '[loop detected: "' in text and any(isinstance(e, Finish) for e in events)
