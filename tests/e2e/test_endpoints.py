@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json as jsonlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -161,6 +162,9 @@ def test_the_run_command_reads_the_environment_with_no_options(
             clients.openai_client(process.url, "any"), "gemini:gemini-2.5-pro", stream=False, tools=False
         )
         assert got.text == "plain start"
+        # the launcher became `python -O -m addons.serve` in the same process (addons/launch.py)
+        cmdline = Path(f"/proc/{process.proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:4] == [b"-O", b"-m", b"addons.serve"]
 
 
 def test_a_compressed_request_body_reaches_the_backend_readable(
