@@ -9,6 +9,7 @@ tiktoken. The writer runs on its own thread: recording never blocks the event lo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -21,7 +22,7 @@ from protocol import tokens
 from protocol.canonical import TextPart, ThinkingPart, ToolCallPart
 from protocol.exchange import Exchange, exchange_of
 from protocol.prices import DEFAULT_PRICES, PriceTable, load_prices
-from protocol.usage_store import UsageStore, row_from_exchange
+from protocol.usage_store import UsageRow, UsageStore, row_from_exchange
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,74 @@ class SessionTotals:
         )
 
 
+def live_line(row: UsageRow, total: str) -> str:
+    """The live line of one exchange: front, route, tokens, cost, latency, outcome, running
+    total of its session."""
+    tokens_in = row.input_tokens if row.input_tokens is not None else "-"
+    tokens_out = row.output_tokens if row.output_tokens is not None else "-"
+    cost = f"${row.cost_usd:.6f}" if row.cost_usd is not None else "-"
+    status = f" {row.status}" if row.status and row.status >= 400 else ""
+    return (
+        f"{row.front} {row.arrival} -> {row.backend or '-'}:"
+        f"{row.model_used or row.model_requested or '-'} in={tokens_in} out={tokens_out} "
+        f"cost={cost} {row.latency_ms or 0.0:.0f}ms {row.outcome}{status} | {total}"
+    )
+
+
+class LiveLog:
+    """The live lines, one per finished exchange, as log records at info level.
+
+    A line comes out at once when the previous one is at least `WINDOW` seconds old (an
+    interactive session sees each exchange as it ends). Lines that come faster (under load)
+    gather for up to `WINDOW` and go out as one record: a log record costs more than the line
+    itself (mitmproxy's terminal log writes each to the terminal), and at a thousand requests a
+    second nobody reads them one by one. Every line is kept, the ones after the first of a
+    record with their own time.
+    """
+
+    WINDOW = 0.1
+
+    def __init__(self) -> None:
+        self._last = -1e9  # monotonic time of the last record
+        self._pending: list[tuple[float, str]] = []  # (wall time, line)
+        self._timer: asyncio.TimerHandle | None = None
+
+    def line(self, text: str) -> None:
+        now = time.monotonic()
+        if not self._pending and now - self._last >= self.WINDOW:
+            self._last = now
+            logger.info(text)
+            return
+        self._pending.append((time.time(), text))
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop (a test calling the hooks): write it now
+                self.flush()
+                return
+            self._timer = loop.call_later(max(0.0, self._last + self.WINDOW - now), self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        self._last = time.monotonic()
+        first_time, first = pending[0]
+        text = "\n".join([first, *(f"[{_clock(t)}] {line}" for t, line in pending[1:])])
+        record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, text, (), None)
+        record.created = first_time  # the terminal log prints the first line's own time
+        record.msecs = (first_time % 1) * 1000
+        logger.handle(record)
+
+
+def _clock(t: float) -> str:
+    """`t` as mitmproxy's terminal log prints a record's time (HH:MM:SS.mmm, local time)."""
+    return f"{time.strftime('%H:%M:%S', time.localtime(t))}.{int(t % 1 * 1000):03d}"
+
+
 def _terminal_shows_info() -> bool:
     """False when the terminal log is set to show only warnings and errors: then nobody sees
     the live line (it costs a log record per request). mitmweb has no terminal log: its event
@@ -98,6 +167,7 @@ class UsageRecorder:
         self.totals = SessionTotals()
         self.prices: PriceTable = DEFAULT_PRICES
         self.live = True
+        self.live_log = LiveLog()
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -142,6 +212,7 @@ class UsageRecorder:
             self.live = ctx.options.usage_live and _terminal_shows_info()
 
     def done(self) -> None:
+        self.live_log.flush()
         if self.config.usage_store is not None:
             self.config.usage_store.close()
             self.config.usage_store = None
@@ -169,20 +240,7 @@ class UsageRecorder:
         store.record(row)
         total = self.totals.add(row.session_id, row.input_tokens, row.output_tokens, row.cost_usd)
         if self.live:
-            logger.info(
-                "%s %s -> %s:%s in=%s out=%s cost=%s %.0fms %s%s | %s",
-                row.front,
-                row.arrival,
-                row.backend or "-",
-                row.model_used or row.model_requested or "-",
-                row.input_tokens if row.input_tokens is not None else "-",
-                row.output_tokens if row.output_tokens is not None else "-",
-                f"${row.cost_usd:.6f}" if row.cost_usd is not None else "-",
-                row.latency_ms or 0.0,
-                row.outcome,
-                f" {row.status}" if row.status and row.status >= 400 else "",
-                total,
-            )
+            self.live_log.line(live_line(row, total))
         usage_note = f"usage: in={row.input_tokens} out={row.output_tokens}; {total}"
         flow.comment = f"{flow.comment}\n{usage_note}" if flow.comment else usage_note
 
