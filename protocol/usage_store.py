@@ -89,6 +89,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from protocol import prices as price_table
@@ -1133,12 +1134,12 @@ class UsageStore:
     # Seconds rows may gather before a batch is written. Every row updates 17 indexes, and a
     # bigger batch dirties fewer pages per row (sqlite's CPU a row: 55 µs in batches of 250,
     # 39 µs in batches of 1,000, 31 µs in batches of 4,000): under load (the last batch held
-    # `LOAD_ROWS` rows or more) rows gather for `BATCH_WAIT`, otherwise for `QUIET_WAIT`, so a
-    # row of an interactive session is in the file at once. A flush (the usage API's queries
-    # make one) waits for neither.
+    # `LOAD_ROWS` rows or more: 200 a second) rows gather for `BATCH_WAIT`, otherwise for
+    # `QUIET_WAIT`, so a row of an interactive session is in the file at once. A flush (the
+    # usage API's queries make one) waits for neither.
     BATCH_WAIT = 1.0
     QUIET_WAIT = 0.05
-    LOAD_ROWS = 100
+    LOAD_ROWS = 10
     CACHE_KIB = 32768  # page cache per connection (the writer's and each reader's)
 
     def __init__(self, path: str, *, store_content: bool = False) -> None:
@@ -1173,7 +1174,9 @@ class UsageStore:
         if row.content is not None and not self.store_content:
             row = replace(row, content=None)
         self.metrics.observe(row)
-        self._queue.put(row)
+        # the row's parameters are made here, not on the writer thread: the writer then holds
+        # Python's GIL only briefly per batch, and the event loop's thread never waits for it
+        self._queue.put(row_values(row))
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until every row recorded before this call is committed; False on timeout."""
@@ -1209,6 +1212,9 @@ class UsageStore:
         con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         _pragmas(con)
         con.execute(f"PRAGMA cache_size=-{self.CACHE_KIB}")
+        # a multi-row INSERT keeps a statement journal (to undo just that statement): in memory,
+        # not a temporary file created and deleted for every statement
+        con.execute("PRAGMA temp_store=MEMORY")
         return con
 
     def _write_loop(self) -> None:
@@ -1216,7 +1222,7 @@ class UsageStore:
         try:
             while True:
                 items = self._take()
-                rows = [x for x in items if isinstance(x, UsageRow)]
+                rows = [x for x in items if type(x) is tuple]
                 try:
                     if rows:
                         self._insert(con, rows)
@@ -1250,13 +1256,13 @@ class UsageStore:
         self._last_batch = len(items)
         return items
 
-    def _insert(self, con: sqlite3.Connection, rows: list[UsageRow]) -> None:
+    def _insert(self, con: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         """Commit `rows` in one transaction; retry a busy or failing file a few times, then
         drop the batch; a row the table refuses is dropped alone (the batch goes row by row)."""
         problem: sqlite3.Error | None = None
         for attempt in range(3):
             try:
-                self._commit(con, [row_values(r) for r in rows])
+                self._commit(con, rows)
                 self.written += len(rows)
                 return
             except sqlite3.OperationalError as exc:  # locked, busy, disk full: wait and retry
@@ -1282,7 +1288,7 @@ class UsageStore:
                 if len(part) == 1:
                     con.execute(INSERT_SQL, part[0])
                 else:
-                    con.execute(batch_insert_sql(len(part)), [v for row in part for v in row])
+                    con.execute(batch_insert_sql(len(part)), list(chain.from_iterable(part)))
         except BaseException:
             con.execute("ROLLBACK")
             raise
