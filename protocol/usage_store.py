@@ -90,6 +90,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from itertools import chain
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from protocol import prices as price_table
@@ -164,16 +165,18 @@ def batch_insert_sql(rows: int) -> str:
     return f"INSERT INTO usage ({', '.join(ROW_COLUMNS)}) VALUES {', '.join([one] * rows)}"
 
 
+_ROW_GETTER = attrgetter(*ROW_COLUMNS)
+_DIMENSION_INDEXES = tuple(i for i, name in enumerate(ROW_COLUMNS) if name in _DIMENSIONS)
+_STREAM_INDEX = ROW_COLUMNS.index("stream")
+
+
 def row_values(row: UsageRow) -> tuple[Any, ...]:
     """The row as `INSERT_SQL` parameters (empty names stored as NULL, booleans as 0/1)."""
-    values = []
-    for name in ROW_COLUMNS:
-        value = getattr(row, name)
-        if name in _DIMENSIONS and value == "":
-            value = None
-        elif name == "stream":
-            value = int(bool(value))
-        values.append(value)
+    values = list(_ROW_GETTER(row))
+    for i in _DIMENSION_INDEXES:
+        if values[i] == "":
+            values[i] = None
+    values[_STREAM_INDEX] = int(bool(values[_STREAM_INDEX]))
     return tuple(values)
 
 
