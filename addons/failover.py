@@ -29,13 +29,17 @@ from addons.config import Config
 from addons.routing import Outgoing, Routing, is_h1
 from protocol.codec import codec
 from protocol.exchange import Attempt, Exchange, exchange_of
-from protocol.failover import describe_failures, failure_text, should_fail_over
+from protocol.failover import (
+    KEY_REJECTED_STATUSES,
+    describe_failures,
+    failure_text,
+    should_fail_over,
+)
 from protocol.keypool import parse_retry_after
 from protocol.pipeline import StreamPipeline
 
 logger = logging.getLogger(__name__)
 
-_KEY_REJECTED = frozenset({401, 403})
 # Response headers that describe the upstream connection's framing, not the answer.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -50,14 +54,10 @@ def account_attempt(
         return
     if status == 429:
         pool.cooldown(attempt.key_id, attempt.model, parse_retry_after(headers, body, time.time()))
-    elif status in _KEY_REJECTED:
+    elif status in KEY_REJECTED_STATUSES:
         pool.disable(attempt.key_id)
     elif status < 400:
         pool.succeeded(attempt.key_id, attempt.model)
-
-
-def _fails_over(status: int) -> bool:
-    return should_fail_over(status) or status in _KEY_REJECTED
 
 
 def _more(ex: Exchange) -> bool:
@@ -79,7 +79,7 @@ class Failover:
         resp = flow.response
         if ex is None or resp is None or ex.outcome != "pending":
             return None
-        if not _fails_over(resp.status_code) or not _more(ex):
+        if not should_fail_over(resp.status_code) or not _more(ex):
             return None
         if resp.headers.get("content-length") == "0":
             return None  # mitmproxy ends a body-less answer with its headers: nothing to replace
@@ -209,7 +209,7 @@ class Failover:
             if answer is None:
                 continue
             last_status = answer.status_code
-            if _fails_over(answer.status_code):
+            if should_fail_over(answer.status_code):
                 data = await _read_limited(answer)
                 attempt.failure = failure_text(answer.status_code, answer.reason_phrase)
                 account_attempt(self.config, attempt, answer.status_code, answer.headers, data)

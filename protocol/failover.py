@@ -34,6 +34,8 @@ Policy = Literal["k", "m", "km", "mk"]
 POLICIES: tuple[Policy, ...] = ("k", "m", "km", "mk")
 
 FAILOVER_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# the backend refused the key itself: the key is disabled and the next attempt is made
+KEY_REJECTED_STATUSES = frozenset({401, 403})
 
 
 @dataclass
@@ -129,8 +131,9 @@ def _keys_in_turn(pool: KeyPool, model: str, single: bool) -> list[ApiKey | None
 
 
 def should_fail_over(status: int | None) -> bool:
-    """Whether a failed attempt moves on to the next one. None: connection error or timeout."""
-    return status is None or status in FAILOVER_STATUSES
+    """Whether a failed attempt moves on to the next one. None: connection error or timeout;
+    401/403 too (`KEY_REJECTED_STATUSES`: the key is disabled, another may work)."""
+    return status is None or status in FAILOVER_STATUSES or status in KEY_REJECTED_STATUSES
 
 
 def failure_text(status: int | None, reason: str = "") -> str:
