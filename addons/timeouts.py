@@ -53,14 +53,14 @@ def feed_upstream_response(flow: http.HTTPFlow, status: int, reason: str, body: 
 
 
 class Timeouts:
+    """Owns the three timeout options; their parsed values live in `Config` (routing and
+    failover read them there too)."""
+
     def __init__(self, config: Config | None = None) -> None:
-        self.config = config
+        self.config = config if config is not None else Config()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._streams: dict[str, http.HTTPFlow] = {}  # streamed answers watched for idleness
         self._sweeper: asyncio.Task[None] | None = None
-        self.connect = PerBackend(10.0)
-        self.first_byte = PerBackend(120.0)
-        self.idle = PerBackend(120.0)
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -86,28 +86,27 @@ class Timeouts:
 
     def configure(self, updated: set[str]) -> None:
         try:
+            config = self.config
             if "llm_connect_timeout" in updated:
-                self.connect = PerBackend.parse(
+                config.connect_timeout = PerBackend.parse(
                     ctx.options.llm_connect_timeout, option="llm_connect_timeout"
                 )
             if "llm_first_byte_timeout" in updated:
-                self.first_byte = PerBackend.parse(
+                config.first_byte_timeout = PerBackend.parse(
                     ctx.options.llm_first_byte_timeout, option="llm_first_byte_timeout"
                 )
             if "llm_idle_timeout" in updated:
-                self.idle = PerBackend.parse(ctx.options.llm_idle_timeout, option="llm_idle_timeout")
+                config.idle_timeout = PerBackend.parse(
+                    ctx.options.llm_idle_timeout, option="llm_idle_timeout"
+                )
         except ValueError as e:
             raise exceptions.OptionsError(str(e)) from None
-        if self.config is not None:  # routing and failover read them there
-            self.config.connect_timeout = self.connect
-            self.config.first_byte_timeout = self.first_byte
-            self.config.idle_timeout = self.idle
 
     def request(self, flow: http.HTTPFlow) -> None:
         ex = exchange_of(flow.metadata)
         if ex is None or flow.response is not None or ex.route.active is None:
             return
-        seconds = self.first_byte.get(ex.route.active.backend)
+        seconds = self.config.first_byte_timeout.get(ex.route.active.backend)
         if seconds:
             loop = asyncio.get_running_loop()
             self._timers[flow.id] = loop.call_later(seconds, self._expire, flow, seconds)
@@ -128,7 +127,7 @@ class Timeouts:
         """Cut `flow`'s streamed answer when the upstream goes silent (called by responses)."""
         ex = exchange_of(flow.metadata)
         backend = ex.route.active.backend if ex and ex.route.active else None
-        if ex is None or not self.idle.get(backend):
+        if ex is None or not self.config.idle_timeout.get(backend):
             return
         ex.last_activity = time.monotonic()
         self._streams[flow.id] = flow
@@ -145,7 +144,7 @@ class Timeouts:
                     self._streams.pop(flow_id, None)
                     continue
                 backend = ex.route.active.backend if ex.route.active else None
-                limit = self.idle.get(backend)
+                limit = self.config.idle_timeout.get(backend)
                 if limit and ex.last_activity is not None and now - ex.last_activity > limit:
                     self._streams.pop(flow_id, None)
                     await self._cut_idle(flow, limit)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from mitmproxy import http
+from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
@@ -269,6 +270,18 @@ async def test_timeout_timer_is_set_and_cancelled(chain: Any) -> None:
         assert f.id in timeouts._timers
         timeouts.responseheaders(f)
         assert f.id not in timeouts._timers
+
+
+def test_timeout_options_land_in_the_shared_config() -> None:
+    """Routing and failover read the timeouts from `Config`: the one place they are kept."""
+    config = Config()
+    timeouts = Timeouts(config)
+    with taddons.context(config, timeouts) as tctx:
+        tctx.configure(timeouts, llm_idle_timeout="5,gemini=9", llm_connect_timeout="3")
+        assert config.idle_timeout.get("gemini") == 9 and config.idle_timeout.get("openai") == 5
+        assert config.connect_timeout.get("anthropic") == 3
+        with pytest.raises(OptionsError):
+            tctx.configure(timeouts, llm_first_byte_timeout="soon")
 
 
 def test_conf_file_fills_only_what_the_user_left_at_default(tmp_path: Path) -> None:
