@@ -52,6 +52,7 @@ from protocol.canonical import (
     Usage,
 )
 from protocol.codec import ProtocolError, error_kind
+from protocol.openai_usage import CHAT, patched_usage, read_usage
 from protocol.reasoning import (
     clamp_temperature,
     current_table,
@@ -1047,26 +1048,7 @@ def _render_converted(msg: Message, out: list[dict[str, Any]]) -> None:
 
 
 def _usage_in(raw: Any) -> Usage:
-    if not isinstance(raw, dict):
-        return Usage()
-    prompt = raw.get("prompt_tokens_details")
-    done = raw.get("completion_tokens_details")
-    prompt = prompt if isinstance(prompt, dict) else {}
-    done = done if isinstance(done, dict) else {}
-    cached = prompt.get("cached_tokens")
-    if cached is None:
-        cached = raw.get("prompt_cache_hit_tokens")  # DeepSeek
-
-    def num(value: Any) -> int | None:
-        return value if _is_int(value) else None
-
-    return Usage(
-        input_tokens=num(raw.get("prompt_tokens")),
-        output_tokens=num(raw.get("completion_tokens")),
-        cached_tokens=num(cached),
-        cache_creation_tokens=num(prompt.get("cache_write_tokens")),
-        reasoning_tokens=num(done.get("reasoning_tokens")),
-    )
+    return read_usage(raw, CHAT)
 
 
 def _usage_out(usage: Usage) -> dict[str, Any]:
@@ -1091,27 +1073,7 @@ def _usage_out(usage: Usage) -> dict[str, Any]:
 
 def _usage_same(usage: Usage, raw: dict[str, Any]) -> dict[str, Any]:
     """The usage object as it came, with what changed in the canonical usage written over."""
-    out = _copy_json(raw)
-    was = _usage_in(raw)
-    changed = False
-    for field, key in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
-        value = getattr(usage, field)
-        if value != getattr(was, field):
-            out[key] = value or 0
-            changed = True
-    if changed:
-        out["total_tokens"] = (out.get("prompt_tokens") or 0) + (out.get("completion_tokens") or 0)
-    for field, parent, key in (
-        ("cached_tokens", "prompt_tokens_details", "cached_tokens"),
-        ("cache_creation_tokens", "prompt_tokens_details", "cache_write_tokens"),
-        ("reasoning_tokens", "completion_tokens_details", "reasoning_tokens"),
-    ):
-        value = getattr(usage, field)
-        if value != getattr(was, field) and value is not None:
-            if not isinstance(out.get(parent), dict):
-                out[parent] = {}
-            out[parent][key] = value
-    return out
+    return patched_usage(usage, raw, CHAT)
 
 
 def parse_response(body: dict[str, Any]) -> ChatResponse:

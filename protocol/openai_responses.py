@@ -78,6 +78,7 @@ from protocol.canonical import (
     Usage,
 )
 from protocol.codec import ProtocolError
+from protocol.openai_usage import RESPONSES, patched_usage, read_usage
 from protocol.reasoning import openai_effort
 from protocol.sse import SSEDecoder
 from protocol.wire import copy_json as _copy_json
@@ -1125,23 +1126,7 @@ def _summary(text: str) -> list[dict[str, Any]]:
 
 
 def _usage_in(raw: Any) -> Usage:
-    if not isinstance(raw, dict):
-        return Usage()
-    given = raw.get("input_tokens_details")
-    done = raw.get("output_tokens_details")
-    given = given if isinstance(given, dict) else {}
-    done = done if isinstance(done, dict) else {}
-
-    def num(value: Any) -> int | None:
-        return value if _is_int(value) else None
-
-    return Usage(
-        input_tokens=num(raw.get("input_tokens")),
-        output_tokens=num(raw.get("output_tokens")),
-        cached_tokens=num(given.get("cached_tokens")),
-        cache_creation_tokens=num(given.get("cache_write_tokens")),
-        reasoning_tokens=num(done.get("reasoning_tokens")),
-    )
+    return read_usage(raw, RESPONSES)
 
 
 def _usage_out(usage: Usage) -> dict[str, Any] | None:
@@ -1163,27 +1148,7 @@ def _usage_out(usage: Usage) -> dict[str, Any] | None:
 
 def _usage_same(usage: Usage, raw: dict[str, Any]) -> dict[str, Any]:
     """The usage object as it came, with what changed in the canonical usage written over."""
-    out = _copy_json(raw)
-    was = _usage_in(raw)
-    changed = False
-    for field in ("input_tokens", "output_tokens"):
-        value = getattr(usage, field)
-        if value != getattr(was, field):
-            out[field] = value or 0
-            changed = True
-    if changed:
-        out["total_tokens"] = (out.get("input_tokens") or 0) + (out.get("output_tokens") or 0)
-    for field, parent, key in (
-        ("cached_tokens", "input_tokens_details", "cached_tokens"),
-        ("cache_creation_tokens", "input_tokens_details", "cache_write_tokens"),
-        ("reasoning_tokens", "output_tokens_details", "reasoning_tokens"),
-    ):
-        value = getattr(usage, field)
-        if value != getattr(was, field) and value is not None:
-            if not isinstance(out.get(parent), dict):
-                out[parent] = {}
-            out[parent][key] = value
-    return out
+    return patched_usage(usage, raw, RESPONSES)
 
 
 def _stop_in(status: Any, details: Any, has_calls: bool) -> StopReason:
