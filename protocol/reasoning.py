@@ -537,18 +537,11 @@ def thinking_sampling(
     return temperature, top_p, top_k, notes
 
 
-def _anthropic_thinking_on(req: ChatRequest) -> bool:
-    """Whether the Anthropic body rendered for `req` will have thinking on."""
+def _client_anthropic_thinking_on(req: ChatRequest) -> bool:
+    """Whether an Anthropic client's own request has thinking on (its `thinking`, enabled or
+    adaptive, parses as enabled=True; an `output_config.effort` alone does not turn it on)."""
     r = req.reasoning
-    if r is None or thinking_off(r):
-        return False
-    if req.source == "anthropic":
-        # the client's own `thinking` (enabled or adaptive) parses as enabled=True; an
-        # `output_config.effort` alone does not turn thinking on
-        return r.enabled is True
-    if req.tool_choice is not None and req.tool_choice.mode in ("required", "tool"):
-        return False  # the codec leaves thinking off with forced tool use
-    return _budget(r) is not None or r.effort is not None or bool(r.enabled)
+    return req.source == "anthropic" and r is not None and not thinking_off(r) and r.enabled is True
 
 
 def fit_to_target(req: ChatRequest, target_protocol: str, model: str) -> list[str]:
@@ -567,7 +560,11 @@ def fit_to_target(req: ChatRequest, target_protocol: str, model: str) -> list[st
                 f"temperature {req.temperature} clamped to {clamped} ({target_protocol} range)"
             )
             req.temperature = clamped
-    if target_protocol == "anthropic" and _anthropic_thinking_on(req):
+    # An Anthropic client's own thinking: its body may go to Anthropic as it came, so its
+    # sampling is fitted here. A request from another protocol gets thinking (or not: forced
+    # tool use, a tool loop whose assistant turn has no thinking block) when the Anthropic codec
+    # renders it, which fits the sampling then and only then.
+    if target_protocol == "anthropic" and _client_anthropic_thinking_on(req):
         req.temperature, req.top_p, req.top_k, more = thinking_sampling(
             req.temperature, req.top_p, req.top_k
         )

@@ -392,13 +392,48 @@ def test_fit_to_an_unknown_target_is_an_error() -> None:
 
 def test_anthropic_thinking_forces_temperature_one_and_drops_top_k() -> None:
     req = _openai(reasoning_effort="high", temperature=0.3, top_p=0.5, top_k=5)
-    notes = fit_to_target(req, "anthropic", "claude-sonnet-4-5")
-    assert (req.temperature, req.top_p, req.top_k) == (1.0, None, None)
-    assert len(notes) == 3
+    assert fit_to_target(req, "anthropic", "claude-sonnet-4-5") == []  # the codec fits it
     req.model = "claude-sonnet-4-5"
     body = anthropic.render_request(req)
     assert check_anthropic(body) is None
-    assert body["temperature"] == 1 and "top_k" not in body
+    assert body["thinking"]["type"] == "enabled"
+    assert body["temperature"] == 1 and "top_k" not in body and "top_p" not in body
+
+
+def test_sampling_is_kept_when_an_open_tool_loop_leaves_thinking_off() -> None:
+    """History from another provider: the assistant turn that called the tool has no thinking
+    block, so Anthropic's thinking stays off for this request, and the client's sampling with
+    it (it used to be forced to temperature 1 all the same)."""
+    messages = [
+        {"role": "user", "content": "weather?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": "{}"},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    req = openai_chat.parse_request(
+        {
+            "model": "gpt-5",
+            "messages": messages,
+            "reasoning_effort": "high",
+            "temperature": 0.3,
+            "top_k": 5,
+        }
+    )
+    assert fit_to_target(req, "anthropic", "claude-sonnet-4-5") == []
+    req.model = "claude-sonnet-4-5"
+    body = anthropic.render_request(req)
+    assert check_anthropic(body) is None
+    assert "thinking" not in body
+    assert body["temperature"] == 0.3 and body["top_k"] == 5
 
 
 def test_anthropic_client_thinking_with_a_session_temperature() -> None:
