@@ -38,6 +38,7 @@ import secrets
 from typing import Any, Literal
 
 from protocol.canonical import (
+    SIGNATURE_PROVIDER,
     BlockStop,
     ChatRequest,
     ChatResponse,
@@ -934,7 +935,7 @@ def _render_part(part: Part, same: bool, role: str) -> dict[str, Any] | None:
     elif isinstance(part, ThinkingPart):
         # signatures only hold for the provider that made them (rule 3): Anthropic's own came
         # back through another protocol marked as such (a Responses client's reasoning item)
-        own = same or part.extras.get("signature_provider") == NAME
+        own = same or part.extras.get(SIGNATURE_PROVIDER) == NAME
         if not own or role != "assistant":
             return None
         if part.redacted:

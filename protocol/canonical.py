@@ -73,6 +73,12 @@ class ToolResultPart(_Model):
     extras: dict[str, Any] = Field(default_factory=dict)
 
 
+# ThinkingPart.extras key: the backend protocol that made the part's signature, when the part
+# came back through a client protocol that cannot say so itself (a Responses client's reasoning
+# item); a codec renders a signature only for the provider that made it.
+SIGNATURE_PROVIDER = "signature_provider"
+
+
 class ThinkingPart(_Model):
     """Reasoning text. `signature` is Anthropic's block signature or Gemini's thoughtSignature.
 

@@ -51,6 +51,7 @@ from pydantic import ValidationError
 
 from protocol import openai_chat
 from protocol.canonical import (
+    SIGNATURE_PROVIDER,
     BlockStop,
     ChatRequest,
     ChatResponse,
@@ -1063,7 +1064,6 @@ def _single_item(part: Part, same: bool, output: bool, fresh: bool) -> dict[str,
     return None
 
 
-SIGNATURE_PROVIDER = "signature_provider"  # ThinkingPart.extras: who signed the thought
 _SIGNATURE_TAG = "llmproxy-signature:"
 
 
