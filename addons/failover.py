@@ -15,6 +15,7 @@ lists every attempt. Each failed attempt's key is cooled (429) or disabled (401/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Coroutine, Mapping
@@ -302,11 +303,37 @@ class Failover:
         return response
 
     async def _pump(self, answer: httpx.Response, feed: ResponseFeed, ex: Exchange) -> None:
-        """Feed the fallback's body to the flow, chunk by chunk, then end it."""
+        """Feed the fallback's body to the flow as it arrives, then end it.
+
+        httpx hands over one HTTP chunk at a time, and every LLM API sends each SSE event as
+        its own chunk. A reader task gathers what arrived; each wake-up of this loop feeds all
+        of it at once, so a burst costs one trip through the flow's stream per network read
+        (as `merge_chunks` does for the first attempt's own upstream), not one per event.
+        """
+        pending: list[bytes] = []
+        arrived = asyncio.Event()
+
+        async def read() -> None:
+            try:
+                async for chunk in answer.aiter_raw():
+                    pending.append(chunk)
+                    arrived.set()
+            finally:
+                arrived.set()
+
+        reader = asyncio.create_task(read())
         try:
-            async for chunk in answer.aiter_raw():
-                if not await feed.data(chunk):
-                    return  # the client went away
+            while True:
+                await arrived.wait()
+                arrived.clear()
+                if pending:
+                    data = b"".join(pending)
+                    pending.clear()
+                    if not await feed.data(data):
+                        return  # the client went away
+                if reader.done() and not pending:
+                    reader.result()  # the read's own error, if it ended with one
+                    return
         except httpx.ReadTimeout:
             ex.error = "the backend stopped sending (llm_idle_timeout)"
             await feed.error_event(ex.error, 504)
@@ -316,6 +343,9 @@ class Failover:
         except Exception:
             logger.exception("relaying the fallback's answer failed")
         finally:
+            reader.cancel()  # no-op once it ended
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader  # its outcome is taken here, also when nobody read it above
             await answer.aclose()
             await feed.end()
 

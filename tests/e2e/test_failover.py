@@ -24,6 +24,7 @@ from tests.e2e import clients
 from tests.e2e.conftest import PROXY_KEY, call, running_proxy
 from tests.e2e.proxy import ProxyProcess
 from tests.e2e.test_errors import FRONTS, sdk_error, status_and_message
+from tests.e2e.test_streams import raw_stream
 from tests.upstream.script import Reply, Upstream
 
 KEYS = {
@@ -140,6 +141,27 @@ def test_the_fallback_streams_live(pooled: ProxyProcess, upstream: Upstream) -> 
     assert len(arrivals) == 6
     # the first words arrive while the fallback is still producing the rest (~2 s in all)
     assert arrivals[0] < arrivals[-1] - 1.5
+
+
+def test_a_fallback_burst_is_relayed_a_read_at_a_time(
+    pooled: ProxyProcess, upstream: Upstream
+) -> None:
+    """The fallback (sent with httpx) writes 400 events back to back, each its own HTTP chunk:
+    they reach the client in far fewer writes than events, every word intact."""
+    upstream.enqueue(Reply(status=503, error_message="down"))
+    words = [f"w{i} " for i in range(400)]
+    upstream.set_default(Reply(text="".join(words), text_chunks=400))
+    chunks, body = raw_stream(pooled, "openai:gpt-4o-burst")
+    text = "".join(
+        delta
+        for line in body.decode().splitlines()
+        if line.startswith("data: {")
+        for choice in json.loads(line[6:])["choices"]
+        if (delta := choice["delta"].get("content"))
+    )
+    assert text == "".join(words)
+    assert chunks < 100, f"{chunks} writes for 400 events"
+    assert len(chat_keys(upstream)) == 2  # the fallback answered
 
 
 def test_a_silent_attempt_times_out_and_fails_over(pooled: ProxyProcess, upstream: Upstream) -> None:
