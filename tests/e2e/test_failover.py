@@ -24,7 +24,7 @@ from tests.e2e import clients
 from tests.e2e.conftest import PROXY_KEY, call, running_proxy
 from tests.e2e.proxy import ProxyProcess
 from tests.e2e.test_errors import FRONTS, sdk_error, status_and_message
-from tests.e2e.test_streams import raw_stream
+from tests.e2e.test_streams import raw_stream, streamed_text
 from tests.upstream.script import Reply, Upstream
 
 KEYS = {
@@ -152,14 +152,7 @@ def test_a_fallback_burst_is_relayed_a_read_at_a_time(
     words = [f"w{i} " for i in range(400)]
     upstream.set_default(Reply(text="".join(words), text_chunks=400))
     chunks, body = raw_stream(pooled, "openai:gpt-4o-burst")
-    text = "".join(
-        delta
-        for line in body.decode().splitlines()
-        if line.startswith("data: {")
-        for choice in json.loads(line[6:])["choices"]
-        if (delta := choice["delta"].get("content"))
-    )
-    assert text == "".join(words)
+    assert streamed_text(body) == "".join(words)
     assert chunks < 100, f"{chunks} writes for 400 events"
     assert len(chat_keys(upstream)) == 2  # the fallback answered
 

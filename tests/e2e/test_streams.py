@@ -182,6 +182,17 @@ def raw_stream(proxy: ProxyProcess, model: str) -> tuple[int, bytes]:
                 return chunks, received
 
 
+def streamed_text(body: bytes) -> str:
+    """The text of an OpenAI chat completion stream's body."""
+    return "".join(
+        delta
+        for line in body.decode().splitlines()
+        if line.startswith("data: {")
+        for choice in json.loads(line[6:])["choices"]
+        if (delta := choice["delta"].get("content"))
+    )
+
+
 @pytest.mark.parametrize("backend", ["openai", "anthropic"])
 def test_a_burst_of_events_leaves_in_a_few_writes(
     backend: str, proxy: ProxyProcess, upstream: Upstream
@@ -191,12 +202,5 @@ def test_a_burst_of_events_leaves_in_a_few_writes(
     words = [f"w{i} " for i in range(400)]
     upstream.enqueue(Reply(text="".join(words), text_chunks=400))
     chunks, body = raw_stream(proxy, f"{backend}:{MODELS[backend]}")
-    text = "".join(
-        delta
-        for line in body.decode().splitlines()
-        if line.startswith("data: {")
-        for choice in json.loads(line[6:])["choices"]
-        if (delta := choice["delta"].get("content"))
-    )
-    assert text == "".join(words)
+    assert streamed_text(body) == "".join(words)
     assert chunks < 100, f"{chunks} writes for 400 events"
