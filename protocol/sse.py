@@ -12,6 +12,10 @@ import re
 from dataclasses import dataclass
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+# The usual event, an optional `event:` line, one `data:` line and the blank line: read with one
+# match each while nothing of an earlier event is pending; anything else (several data lines,
+# comments, `id:`, `retry:`) goes through the line by line reader.
+_SIMPLE_EVENT = re.compile(r"(?:event: ?([^\n]*)\n)?data: ?([^\n]*)\n\n")
 
 
 @dataclass(slots=True)
@@ -45,7 +49,15 @@ class SSEDecoder:
                 return out
             self._partial = buf[cut + 1 :]
             # a UTF-8 character never holds a \n byte: the complete lines decode on their own
-            self._lines(buf[:cut].decode("utf-8", "replace").split("\n"), out)
+            text = buf[: cut + 1].decode("utf-8", "replace")
+            pos = 0
+            if not self._data and self._event is None:
+                simple = _SIMPLE_EVENT.match
+                while (m := simple(text, pos)) is not None:
+                    out.append(SSEEvent(m.group(1), m.group(2)))
+                    pos = m.end()
+            if pos < len(text):
+                self._lines(text[pos:-1].split("\n"), out)
             return out
         pos = 0
         lines: list[str] = []
