@@ -14,7 +14,7 @@ from mitmproxy import http
 from protocol.codec import codec
 from protocol.endpoints import protocol_guess
 from protocol.exchange import exchange_of
-from protocol.wire import dumps_bytes
+from protocol.wire import dumps_bytes as dumps  # compact UTF-8 JSON bytes, for bodies
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,6 @@ def spawn(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> No
     task = asyncio.get_running_loop().create_task(coro)
     tasks.add(task)
     task.add_done_callback(tasks.discard)
-
-
-def dumps(body: Any) -> bytes:
-    return dumps_bytes(body)
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> http.Response:

@@ -37,7 +37,6 @@ from protocol.sessions import Session, session_id_for
 logger = logging.getLogger(__name__)
 
 
-
 def newest_user_index(messages: list[Message]) -> int | None:
     """The user message the user just typed: the last message, or the last before trailing
     system entries (Claude Code adds one after the prompt); None when the conversation ends

@@ -15,12 +15,9 @@ CPU caches hold.) Option `llm_gc_tuning` (on) turns it off.
 from __future__ import annotations
 
 import gc
-import logging
 
 from mitmproxy import ctx
 from mitmproxy.addonmanager import Loader
-
-logger = logging.getLogger(__name__)
 
 THRESHOLDS = (2_000, 10, 10)
 
@@ -47,12 +44,13 @@ class GcTuning:
             self._applied = True
 
     def configure(self, updated: set[str]) -> None:
-        if "llm_gc_tuning" in updated and self._applied and not ctx.options.llm_gc_tuning:
-            gc.set_threshold(*self._default)
-            gc.unfreeze()
-            self._applied = False
+        if "llm_gc_tuning" in updated and not ctx.options.llm_gc_tuning:
+            self._restore()
 
     def done(self) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
         if self._applied:
             gc.set_threshold(*self._default)
             gc.unfreeze()

@@ -29,6 +29,7 @@ from protocol.redaction import Redactor, pattern_settings
 
 logger = logging.getLogger(__name__)
 
+
 class Redaction:
     def __init__(self, config: Config) -> None:
         self.config = config

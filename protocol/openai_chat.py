@@ -65,7 +65,7 @@ from protocol.wire import dumps as _dumps
 from protocol.wire import dumps_bytes as _dumps_bytes
 from protocol.wire import is_int as _is_int
 from protocol.wire import is_num as _is_num
-from protocol.wire import json_str as _wire_json_str
+from protocol.wire import json_str as _json_str
 from protocol.wire import loads as _loads
 from protocol.wire import new_id as _new_id
 from protocol.wire import overlay
@@ -1598,12 +1598,12 @@ class StreamEncoder:
             text = cast(TextDelta, event).text
             if not text:
                 return lead
-            return lead + pre + b'{"content":' + _wire_json_str(text) + b"}" + _TAIL
+            return lead + pre + b'{"content":' + _json_str(text) + b"}" + _TAIL
         if kind is ThinkingDelta:
             thought = cast(ThinkingDelta, event)
             if not thought.text or thought.redacted:
                 return lead
-            return lead + pre + b'{"reasoning_content":' + _wire_json_str(thought.text) + b"}" + _TAIL
+            return lead + pre + b'{"reasoning_content":' + _json_str(thought.text) + b"}" + _TAIL
         if kind is ToolArgsDelta:
             args = cast(ToolArgsDelta, event)
             k = self._calls.get(args.index)
@@ -1611,7 +1611,7 @@ class StreamEncoder:
                 return lead
             return (
                 lead + pre + b'{"tool_calls":[{"index":' + str(k).encode()
-                + b',"function":{"arguments":' + _wire_json_str(args.fragment) + b"}}]}" + _TAIL
+                + b',"function":{"arguments":' + _json_str(args.fragment) + b"}}]}" + _TAIL
             )  # fmt: skip
         if kind is ToolCallStart:
             call = cast(ToolCallStart, event)

@@ -87,7 +87,7 @@ from protocol.wire import dumps as _dumps
 from protocol.wire import dumps_bytes as _dumps_bytes
 from protocol.wire import is_int as _is_int
 from protocol.wire import is_num as _is_num
-from protocol.wire import json_str as _wire_json_str
+from protocol.wire import json_str as _json_str
 from protocol.wire import loads as _loads
 from protocol.wire import new_id as _new_id
 from protocol.wire import overlay
@@ -1742,7 +1742,7 @@ class StreamEncoder:
         seq = self._seq
         self._seq = seq + 1
         tail = b',"logprobs":[]}\n\n' if out.kind == "message" else b"}\n\n"
-        return out.pre + str(seq).encode() + b',"delta":' + _wire_json_str(text) + tail
+        return out.pre + str(seq).encode() + b',"delta":' + _json_str(text) + tail
 
     def _thinking(self, event: ThinkingDelta) -> bytes:
         out = self._blocks.get(event.index)

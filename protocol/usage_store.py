@@ -201,7 +201,6 @@ def _project(ex: Exchange) -> str | None:
 def row_from_exchange(
     ex: Exchange,
     *,
-    project: str | None = None,
     prices: price_table.PriceTable | None = None,
     ts: float | None = None,
     now: float | None = None,
@@ -212,7 +211,7 @@ def row_from_exchange(
     The attempt that answered (or the last one tried) names backend, model used and key. An
     exchange still `pending` is recorded as an `error` (the client went away, or nothing
     answered). `now` is `time.monotonic()` for an exchange without `finished`; `ts` is the wall
-    clock at the end; `project` defaults to the session's, then the request's (`x-project`);
+    clock at the end; the project is the session's, else the request's (`x-project`);
     `prices` defaults to the built-in table (cost null for a model it does not know).
     """
     planned = ex.route.attempts
@@ -232,7 +231,7 @@ def row_from_exchange(
         arrival=ex.front.arrival,
         outcome=outcome,
         session_id=ex.front.session_id,
-        project=project if project is not None else _project(ex),
+        project=_project(ex),
         backend=backend,
         model_requested=ex.requested_model or None,
         model_used=model_used,

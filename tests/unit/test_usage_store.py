@@ -656,6 +656,7 @@ def test_row_from_exchange() -> None:
         request=ChatRequest(source="anthropic", model="fast"),
         raw={},
         requested_model="fast",
+        project="web",
         route=RoutePlan(
             attempts=[
                 Attempt("anthropic", "claude-haiku-4-5", "ANTHROPIC_API_KEY", "429 rate limited"),
@@ -671,7 +672,7 @@ def test_row_from_exchange() -> None:
         first_byte=100.25,
         finished=101.5,
     )
-    r = row_from_exchange(ex, project="web", ts=T0)
+    r = row_from_exchange(ex, ts=T0)
     assert (r.backend, r.model_used, r.key_id) == (
         "anthropic",
         "claude-haiku-4-5-20251001",
