@@ -204,3 +204,14 @@ def test_a_burst_of_events_leaves_in_a_few_writes(
     chunks, body = raw_stream(proxy, f"{backend}:{MODELS[backend]}")
     assert streamed_text(body) == "".join(words)
     assert chunks < 100, f"{chunks} writes for 400 events"
+
+
+def test_a_trickling_flood_is_read_in_batches(proxy: ProxyProcess, upstream: Upstream) -> None:
+    """An upstream that sends a long answer in thousands of tiny writes as fast as it can (each
+    its own send, 40 bytes) is read in batches while it floods (`protocol.read_batching`): the
+    client gets every word in a few dozen writes (read as it came: about 900)."""
+    words = [f"w{i} " for i in range(2000)]
+    upstream.enqueue(Reply(text="".join(words), text_chunks=2000, split_bytes=40))
+    chunks, body = raw_stream(proxy, "anthropic:claude-sonnet-4-5")
+    assert streamed_text(body) == "".join(words)
+    assert chunks < 500, f"{chunks} writes"

@@ -1,0 +1,131 @@
+"""BatchingReader over a real TCP connection on 127.0.0.1: a flood is read in batches, a paced
+stream and the first reads of a flood are not held back, no byte is lost or reordered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from protocol.read_batching import FLOOD_READS, BatchingReader
+
+Writer = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+class CountingTransport:
+    """The connection's real transport, counting how often reading was paused."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.pauses = 0
+
+    def pause_reading(self) -> None:
+        self.pauses += 1
+        self._transport.pause_reading()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+async def read_all(send: Writer, batching: bool) -> tuple[list[bytes], int]:
+    """Serve `send` on a free port, read everything it writes: (the reads, reading pauses).
+    A connection reset ends the reading as the end of the data does."""
+
+    async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await send(writer)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    transport = CountingTransport(writer.transport)  # type: ignore[arg-type]
+    source: Any = BatchingReader(reader, transport) if batching else reader  # type: ignore[arg-type]
+    reads: list[bytes] = []
+    try:
+        while data := await asyncio.wait_for(source.read(65535), 5):
+            reads.append(data)
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+        server.close()
+        await server.wait_closed()
+    return reads, transport.pauses
+
+
+def pieces(n: int) -> list[bytes]:
+    return [b"data: piece %05d\n\n" % i for i in range(n)]
+
+
+async def flood(writer: asyncio.StreamWriter) -> None:
+    """Each piece its own send, as fast as the loop turns (as an upstream writing events)."""
+    for piece in pieces(3000):
+        writer.write(piece)
+        await asyncio.sleep(0)
+
+
+def test_a_flood_is_read_in_a_few_large_reads() -> None:
+    plain, _ = asyncio.run(read_all(flood, batching=False))
+    batched, pauses = asyncio.run(read_all(flood, batching=True))
+    assert b"".join(plain) == b"".join(batched) == b"".join(pieces(3000))
+    assert pauses > 0
+    assert len(batched) * 4 < len(plain), (len(batched), len(plain))
+
+
+def test_the_first_reads_of_a_flood_are_not_held_back() -> None:
+    async def burst_then_flood(writer: asyncio.StreamWriter) -> None:
+        for piece in pieces(FLOOD_READS):
+            writer.write(piece)
+            await asyncio.sleep(0.005)  # read one by one
+        await flood(writer)
+
+    async def run() -> None:
+        server_done = asyncio.Event()
+
+        async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await burst_then_flood(writer)
+            writer.close()
+            server_done.set()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        transport = CountingTransport(writer.transport)  # type: ignore[arg-type]
+        batching = BatchingReader(reader, transport)  # type: ignore[arg-type]
+        for _ in range(2 * FLOOD_READS):  # the paced pieces and the flood's first reads
+            assert await batching.read(65535)
+        assert transport.pauses == 0
+        while await batching.read(65535):
+            pass
+        assert transport.pauses > 0
+        await server_done.wait()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(run())
+
+
+def test_a_paced_stream_is_read_at_once() -> None:
+    async def paced(writer: asyncio.StreamWriter) -> None:
+        for piece in pieces(12):
+            writer.write(piece)
+            await asyncio.sleep(0.005)
+
+    reads, pauses = asyncio.run(read_all(paced, batching=True))
+    assert pauses == 0
+    assert reads == pieces(12)
+
+
+def test_a_reset_in_a_flood_ends_the_reading() -> None:
+    async def flood_then_reset(writer: asyncio.StreamWriter) -> None:
+        for piece in pieces(50):
+            writer.write(piece)
+            await asyncio.sleep(0)
+        transport = writer.transport
+        assert isinstance(transport, asyncio.Transport)
+        transport.abort()
+
+    reads, _ = asyncio.run(read_all(flood_then_reset, batching=True))
+    assert b"".join(pieces(50)).startswith(b"".join(reads))
