@@ -1315,6 +1315,19 @@ def count_tokens_response(input_tokens: int) -> dict[str, Any]:
 
 _SURFACED_BLOCKS = frozenset({"text", "thinking", "redacted_thinking", "tool_use"})
 
+# A delta event exactly as Anthropic writes it, read with one match instead of a JSON parse:
+# most of a stream's events. Anything else (another key order, more keys) takes the JSON path.
+_DELTA_EVENT = re.compile(
+    r'\{"type":"content_block_delta","index":(0|[1-9][0-9]{0,8}),"delta":\{"type":'
+    r'"(text_delta","text|input_json_delta","partial_json|thinking_delta","thinking)":'
+    r'"((?:[^"\\\x00-\x1f]++|\\.)*+)"\}\}'
+)
+_DELTA_KINDS: dict[str, type[TextDelta | ToolArgsDelta | ThinkingDelta]] = {
+    'text_delta","text': TextDelta,
+    'input_json_delta","partial_json': ToolArgsDelta,
+    'thinking_delta","thinking': ThinkingDelta,
+}
+
 
 class StreamDecoder:
     """Anthropic SSE bytes (split anywhere) to canonical events.
@@ -1351,9 +1364,29 @@ class StreamDecoder:
 
     def feed(self, data: bytes) -> list[Event]:
         out: list[Event] = []
+        delta_event = _DELTA_EVENT.fullmatch
         for sse in self._sse.feed(data):
-            self._handle(sse, out)
+            m = delta_event(sse.data)
+            if m is None or self._finished or not self._delta(m, out):
+                self._handle(sse, out)
         return out
+
+    def _delta(self, m: re.Match[str], out: list[Event]) -> bool:
+        """A `_DELTA_EVENT` match as `_handle` reads it; False if its text has an escape
+        JSON rejects (then `_handle` skips the event as not JSON)."""
+        c = self._map.get(int(m[1]))
+        if c is None:
+            return True
+        text = m[3]
+        if "\\" in text:
+            try:
+                text = json.loads(f'"{text}"')
+            except ValueError:
+                return False
+        kind = _DELTA_KINDS[m[2]]
+        if text or kind is not ToolArgsDelta:  # an empty fragment says nothing
+            out.append(kind(c, text))
+        return True
 
     def close(self) -> list[Event]:
         out: list[Event] = []

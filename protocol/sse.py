@@ -51,11 +51,18 @@ class SSEDecoder:
             # a UTF-8 character never holds a \n byte: the complete lines decode on their own
             text = buf[: cut + 1].decode("utf-8", "replace")
             pos = 0
-            if not self._data and self._event is None:
-                simple = _SIMPLE_EVENT.match
-                while (m := simple(text, pos)) is not None:
-                    out.append(SSEEvent(m.group(1), m.group(2)))
-                    pos = m.end()
+            if self._data or self._event is not None:
+                # an event an earlier chunk began: its lines, up to the blank line that ends it
+                if text[0] == "\n":
+                    pos = 1
+                else:
+                    blank = text.find("\n\n")
+                    pos = len(text) if blank < 0 else blank + 2  # none: the event goes on
+                self._lines(text[: pos - 1].split("\n"), out)
+            simple = _SIMPLE_EVENT.match
+            while (m := simple(text, pos)) is not None:
+                out.append(SSEEvent(m.group(1), m.group(2)))
+                pos = m.end()
             if pos < len(text):
                 self._lines(text[pos:-1].split("\n"), out)
             return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -2143,26 +2143,84 @@ def test_property_stream_encode_decode(stream: tuple[list[Event], bool]) -> None
 
 
 # ----------------------------------------------------------------------------------------------
-# hot path
+# the delta fast path: a delta event as Anthropic writes it is read without a JSON parse
 # ----------------------------------------------------------------------------------------------
 
+_DELTA_PREFIX = b"".join(  # blocks 0 (thinking), 1 (text) and 2 (tool use) open
+    f"event: {json.loads(d)['type']}\ndata: {d}\n\n".encode()
+    for d in [
+        '{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant",'
+        '"model":"m","content":[],"usage":{"input_tokens":1,"output_tokens":1}}}',
+        '{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}',
+        '{"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}',
+        '{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"t",'
+        '"name":"f","input":{}}}',
+    ]
+)
 
-def test_hot_path_speed() -> None:
-    n = 3000
-    enc = A.StreamEncoder()
-    enc.feed(Start(id="msg", model="m"))
-    t0 = time.perf_counter()
-    chunks = [enc.feed(TextDelta(0, "some text é ")) for _ in range(n)]
-    enc_us = (time.perf_counter() - t0) / n * 1e6
-    data = b"".join(chunks)
+
+def decode_deltas(datas: list[str], fast: bool) -> list[Event]:
+    """What the decoder makes of `content_block_delta` events with these data lines, after the
+    real stream's start; with `fast=False` the fast path is off (every event parsed as JSON)."""
     dec = A.StreamDecoder()
-    dec.feed(REAL_STREAM[: REAL_STREAM.index(b"event: content_block_stop")])
-    t0 = time.perf_counter()
-    for chunk in chunks:
-        dec.feed(chunk)
-    dec_us = (time.perf_counter() - t0) / n * 1e6
-    assert len(data) > 0
-    assert enc_us < 20 and dec_us < 20, (enc_us, dec_us)
+    dec.feed(_DELTA_PREFIX)
+    body = "".join(f"event: content_block_delta\ndata: {d}\n\n" for d in datas).encode()
+    if fast:
+        return dec.feed(body)
+    pattern = A._DELTA_EVENT
+    A._DELTA_EVENT = re.compile(r"(?!)")  # matches nothing
+    try:
+        return dec.feed(body)
+    finally:
+        A._DELTA_EVENT = pattern
+
+
+_DELTA_KEYS = [
+    ("text_delta", "text"),
+    ("input_json_delta", "partial_json"),
+    ("thinking_delta", "thinking"),
+]
+
+
+@st.composite
+def delta_data(draw: st.DrawFn) -> str:
+    """A delta event's data line: mostly as Anthropic writes it (any text, any escapes), some
+    with a raw part that may be invalid JSON, a wrong key or an index with no open block."""
+    kind, key = draw(st.sampled_from([*_DELTA_KEYS, ("text_delta", "partial_json")]))
+    index = draw(st.sampled_from(["0", "1", "2", "3", "7", "01", "-1", "1e0"]))
+    text = draw(st.text(max_size=12))
+    literal = json.dumps(text, ensure_ascii=draw(st.booleans()))
+    if draw(st.integers(0, 4)) == 0:  # a raw string body: bad escapes, control characters
+        literal = '"' + draw(st.text(alphabet='ab\\"\x01uU0/n\u00e9', max_size=8)) + '"'
+    return (
+        f'{{"type":"content_block_delta","index":{index},"delta":{{"type":"{kind}",'
+        f'"{key}":{literal}}}}}'
+    )
+
+
+@given(st.lists(delta_data(), max_size=6))
+@settings(max_examples=400, deadline=None)
+def test_property_delta_fast_path_reads_like_json(datas: list[str]) -> None:
+    fast = decode_deltas(datas, fast=True)
+    assert fast == decode_deltas(datas, fast=False)
+
+
+def test_delta_fast_path_cases() -> None:
+    datas = [
+        '{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"a\\"b\\n\\u00e9"}}',
+        '{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":""}}',
+        '{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\\"a"}}',
+        '{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hm"}}',
+        '{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"bad \\x"}}',
+        '{"type":"content_block_delta","index":9,"delta":{"type":"text_delta","text":"no block"}}',
+    ]
+    expected = [
+        TextDelta(1, 'a"b\né'),
+        ToolArgsDelta(2, '{"a'),
+        ThinkingDelta(0, "hm"),
+    ]
+    assert decode_deltas(datas, fast=True) == expected
+    assert decode_deltas(datas, fast=False) == expected
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1539,33 +1539,6 @@ def test_encoder_decoder_round_trip_through_accumulator() -> None:
     assert resp.usage == Usage(input_tokens=11, output_tokens=22, reasoning_tokens=5)
 
 
-def _per_call(fn: Any, arg: Any) -> float:
-    """Seconds per call: the best of five runs (robust to a busy machine)."""
-    import time
-
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(2000):
-            fn(arg)
-        best = min(best, (time.perf_counter() - t0) / 2000)
-    return best
-
-
-def test_encoder_per_event_cost() -> None:
-    enc = oc.StreamEncoder()
-    enc.feed(Start(id="x", model="m"))
-    enc.feed(ToolCallStart(1, "c", "f"))
-    assert _per_call(enc.feed, TextDelta(0, "some ordinary token text")) < 20e-6
-    assert _per_call(enc.feed, ToolArgsDelta(1, '{"a":')) < 20e-6
-
-
-def test_decoder_per_event_cost() -> None:
-    dec = oc.StreamDecoder()
-    dec.feed(chunk({"role": "assistant"}).encode())
-    assert _per_call(dec.feed, chunk({"content": "some ordinary token text"}).encode()) < 20e-6
-
-
 # ----------------------------------------------------------------------------------------------
 # Errors
 # ----------------------------------------------------------------------------------------------
