@@ -678,6 +678,8 @@ class CaseSummary:
     short_ttfb: float | None  # first byte of a 1-delta stream
     stream_cpu_ms: float | None  # proxy CPU per stream
     samples: dict[str, int]
+    stream_ttfb_ms: list[float]  # every long stream's first byte and total, in the order run
+    stream_total_ms: list[float]
 
 
 @dataclass(slots=True)
@@ -718,6 +720,8 @@ def summarize_case(case: Case, d: CaseData) -> CaseSummary:
             "streams": len(d.total),
             "short_streams": len(d.short_ttfb),
         },
+        stream_ttfb_ms=[round(x, 3) for x in d.ttfb],
+        stream_total_ms=[round(x, 3) for x in d.total],
     )
 
 
