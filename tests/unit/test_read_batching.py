@@ -129,3 +129,18 @@ def test_a_reset_in_a_flood_ends_the_reading() -> None:
 
     reads, _ = asyncio.run(read_all(flood_then_reset, batching=True))
     assert b"".join(pieces(50)).startswith(b"".join(reads))
+
+
+def test_a_large_body_arriving_fast_is_read_at_once() -> None:
+    """Large reads carry the per-read work well: a 2 MB body sent in 64 KB writes is never held."""
+    block = bytes(range(256)) * 256
+
+    async def large(writer: asyncio.StreamWriter) -> None:
+        for _ in range(32):
+            writer.write(block)
+            await writer.drain()
+            await asyncio.sleep(0)
+
+    reads, pauses = asyncio.run(read_all(large, batching=True))
+    assert b"".join(reads) == block * 32
+    assert pauses == 0
