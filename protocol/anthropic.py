@@ -1380,7 +1380,7 @@ class StreamDecoder:
         text = m[3]
         if "\\" in text:
             try:
-                text = json.loads(f'"{text}"')
+                text = _loads(f'"{text}"')
             except ValueError:
                 return False
         kind = _DELTA_KINDS[m[2]]

@@ -73,8 +73,10 @@ class BatchingReader:
                     transport.resume_reading()
         data = await self._reader.read(n)
         now = time.monotonic()
-        # a batched read is large by design: the flood goes on while the reads keep coming
-        quick = now - self._last < self._gap and (batched or len(data) < self._small)
+        # a batched read is large by design: the flood goes on while the reads keep coming,
+        # unless one filled the whole read: bulk data, not a flood of small pieces
+        small = len(data) < self._small or (batched and (n < 0 or len(data) < n))
+        quick = now - self._last < self._gap and small
         self._quick = self._quick + 1 if quick else 0
         self._last = now
         return data
