@@ -27,7 +27,10 @@ Figures: latency of a small non-streamed request at concurrency 1 and 32 (added 
 direct), requests/s and the proxy process's CPU per request (utime+stime from /proc, process
 and children) at concurrency 32, a 2,000-chunk stream's first byte and total time (median;
 the upstream sends it as fast as it can) and the first byte of a 1-delta stream (no flood
-behind it), and the proxy's RSS before and after at least 10,000 requests. Phases are
+behind it), and the proxy's RSS before and after at least 10,000 requests. After each
+concurrency-32 batch every target is left alone for `SETTLE_S` before its CPU is read: what a
+batch leaves behind (the usage writer commits its last rows up to a second later) counts as the
+batch's CPU, and does not run under the streams measured next. Phases are
 interleaved over the targets in rounds, so drift of a noisy machine spreads over all of them;
 the CPU other processes used meanwhile is reported, as a measure of that noise.
 
@@ -72,6 +75,9 @@ KB_PER_MB = 1024
 STREAM_CHUNKS = 2000
 SHORT_CHUNKS = 1  # a stream with no flood behind its first byte: the proxy's own first-byte delay
 SHORT_PER_LONG = 3  # short streams per long one
+# seconds every target is left alone after a concurrency-32 batch, before its CPU is read: longer
+# than the usage writer's longest wait under load (`UsageStore.BATCH_WAIT`) plus its commit
+SETTLE_S = 1.2
 CHUNKS_HEADER = "x-bench-stream-chunks"  # read by bench/upstream.py
 DELTA = b"tok "
 MESSAGES = [{"role": "user", "content": "Say hello."}]
@@ -574,6 +580,9 @@ async def measure_c32(target: Target, case_key: str, n: int) -> None:
     data = target.data[case_key]
     cpu0, own0, up0 = cpu_seconds(target.pid), own_cpu_seconds(), cpu_seconds(target.upstream_pid)
     latencies, wall = await load(target, case_key, n, 32)
+    # work the batch left behind (the usage writer commits its last rows up to 1 s after them)
+    # is the batch's CPU, and must not land in the next phase's streams
+    await asyncio.sleep(SETTLE_S)
     cpu = cpu_seconds(target.pid) - cpu0
     data.c32_cpu += cpu
     data.c32_cpu_batches.append(round(cpu * 1000 / n, 3))

@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 class StreamPipeline:
     __slots__ = (
+        "on_first_output",
         "decoder",
         "encoder",
         "stages",
@@ -83,6 +84,9 @@ class StreamPipeline:
         on_halt: Callable[[StreamPipeline], None] | None = None,
         raw_filter: Callable[[bytes], bytes] | None = None,
     ) -> None:
+        # called once, when the first bytes for the client come out (the run command's upstream
+        # reader then batches the flood that usually follows: `protocol.read_batching`)
+        self.on_first_output: Callable[[], None] | None = None
         self.decoder = decoder
         self.encoder = encoder
         self.exchange = exchange
@@ -121,7 +125,12 @@ class StreamPipeline:
         if chunk == b"" and not self._closed:
             self._closed = True
             self._finish()
-        return out if out else []
+        if not out:
+            return []
+        if self.on_first_output is not None:
+            first, self.on_first_output = self.on_first_output, None
+            first()
+        return out
 
     def _step(self, chunk: bytes) -> bytes:
         if self._failed or self._ended:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from addons.gateway import Gateway
 from addons.responses import Responses
 from addons.routing import Routing
 from addons.timeouts import Timeouts
+from protocol import read_batching
 from protocol.exchange import exchange_of
+from protocol.read_batching import BatchingReader
 
 
 async def hook(result: Any) -> None:
@@ -257,6 +260,45 @@ async def test_upstream_error_is_relayed_in_the_client_protocol(chain: Any) -> N
     assert "slow down" in body["error"]["message"]
     assert "sk-upstream-openai" not in body["error"]["message"]
     assert f.response is not None and f.response.headers["retry-after"] == "7"
+
+
+class RecordingReader(BatchingReader):
+    """A batching reader that records being told to expect a flood."""
+
+    expected = 0
+
+    def expect_flood(self) -> None:
+        self.expected += 1
+
+
+async def test_a_streamed_answer_tells_its_upstream_reader_when_its_first_bytes_go_out(
+    chain: Any,
+) -> None:
+    """The run command reads upstream connections in batches (`protocol.read_batching`): once a
+    stream's first bytes went to the client, the reader of that upstream connection batches
+    the flood that follows."""
+    config, _, _ = chain
+    f = gateway_flow("/v1/chat/completions", {**CHAT, "model": "anthropic:claude-x", "stream": True})
+    await run_request(chain, f)
+    reader = RecordingReader(asyncio.StreamReader(), asyncio.Transport())
+    read_batching.register(f.server_conn.id, reader)
+    try:
+        f.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
+        with taddons.context(config):
+            Responses(config).responseheaders(f)
+        stream = f.response.stream
+        assert callable(stream)
+        start = {"type": "message_start", "message": {"id": "m1", "type": "message", "role":
+                 "assistant", "model": "claude-x", "content": [], "stop_reason": None,
+                 "usage": {"input_tokens": 3, "output_tokens": 0}}}
+        event = b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n"
+        assert stream(event[:30]) == [] and reader.expected == 0
+        assert stream(event[30:]) and reader.expected == 1
+        stream(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")
+        assert reader.expected == 1
+    finally:
+        read_batching.register(f.server_conn.id, None)
+    assert read_batching.reader_of(f.server_conn.id) is None
 
 
 async def test_timeout_timer_is_set_and_cancelled(chain: Any) -> None:

@@ -210,3 +210,18 @@ def test_a_loop_in_one_read_is_halted_inside_the_merged_delta() -> None:
     text = text_of(events)
     assert text.startswith("Intro. ") and 2 <= text.count(loop) <= 4
     assert '[loop detected: "' in text and any(isinstance(e, Finish) for e in events)
+
+
+def test_the_first_output_is_announced_once_when_bytes_first_go_to_the_client() -> None:
+    """`on_first_output` runs once, as the first bytes for the client come out: not for a read
+    that gives the client nothing (half an event), not again later."""
+    p = pipeline("anthropic", "openai")
+    calls: list[int] = []
+    p.on_first_output = lambda: calls.append(1)
+    first, *rest = openai_sse("Hel", "lo")
+    assert run(p, [first[:20]], end=False) == b""
+    assert calls == []
+    out = run(p, [first[20:]], end=False)
+    assert out.startswith(b"event: message_start") and calls == [1]
+    assert text_of(client_events("anthropic", out + run(p, rest))) == "Hello"
+    assert calls == [1]

@@ -1,5 +1,6 @@
 """BatchingReader over a real TCP connection on 127.0.0.1: a flood is read in batches, a paced
-stream and the first reads of a flood are not held back, no byte is lost or reordered."""
+stream and the first reads of a flood are not held back, a stream that expects a flood is
+batched from its next read, no byte is lost or reordered."""
 
 from __future__ import annotations
 
@@ -27,10 +28,13 @@ class CountingTransport:
         return getattr(self._transport, name)
 
 
-async def read_all(send: Writer, batching: bool) -> tuple[list[bytes], list[int]]:
+async def read_all(
+    send: Writer, batching: bool, expect_flood_after: int | None = None
+) -> tuple[list[bytes], list[int]]:
     """Serve `send` on a free port, read everything it writes: (the reads, how many reading
     pauses there had been after each read). A connection reset ends the reading as the end of
-    the data does."""
+    the data does. `expect_flood_after`: tell the reader to expect a flood after that many
+    reads (as the stream pipeline does once its first output went to the client)."""
 
     async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await send(writer)
@@ -47,6 +51,8 @@ async def read_all(send: Writer, batching: bool) -> tuple[list[bytes], list[int]
         while data := await asyncio.wait_for(source.read(65535), 5):
             reads.append(data)
             pauses.append(transport.pauses)
+            if len(reads) == expect_flood_after:
+                source.expect_flood()
     except ConnectionResetError:
         pass
     finally:
@@ -129,3 +135,35 @@ def test_a_large_body_arriving_fast_is_read_at_once() -> None:
     reads, pauses = asyncio.run(read_all(large, batching=True))
     assert b"".join(reads) == block * 32
     assert paused(pauses) == 0
+
+
+async def one_then_flood(writer: asyncio.StreamWriter) -> None:
+    """A stream's first event alone (the client's first byte), then a flood."""
+    writer.write(pieces(1)[0])
+    await asyncio.sleep(0.02)
+    await flood(writer)
+
+
+def test_a_stream_that_expects_a_flood_is_batched_from_its_next_read() -> None:
+    """Once the first output went to the client, the next read waits for the flood to gather
+    (the proxy's core is the client's meanwhile) instead of three more single reads."""
+    reads, pauses = asyncio.run(read_all(one_then_flood, batching=True, expect_flood_after=1))
+    assert reads[0] == pieces(1)[0]
+    assert pauses[:2] == [0, 1]
+    assert b"".join(reads) == b"data: piece 00000\n\n" + b"".join(pieces(3000))
+    _, unexpected = asyncio.run(read_all(one_then_flood, batching=True))
+    assert unexpected[:2] == [0, 0]
+
+
+def test_a_paced_stream_that_expects_a_flood_is_held_once_at_most() -> None:
+    """A paced stream's next read comes too late for a flood: the flood ends there, every
+    later event is read as it comes."""
+
+    async def paced(writer: asyncio.StreamWriter) -> None:
+        for piece in pieces(12):
+            writer.write(piece)
+            await asyncio.sleep(0.005)
+
+    reads, pauses = asyncio.run(read_all(paced, batching=True, expect_flood_after=1))
+    assert reads == pieces(12)
+    assert paused(pauses) <= 1
