@@ -10,7 +10,8 @@ It owns one measurement, on a temporary sqlite file it deletes at the end:
    grouped by each key, a backend grouped by model, and `recent(limit=1000)`, each run `--runs`
    times (first, median and max reported); plus, for information, two queries pairing a filter
    and a group no index orders (their percentiles sort the filtered rows);
-3. the writer: rows/s through `record()` + `flush()`, into a new file and into the 1M-row one.
+3. the writer: rows/s and CPU per row through `record()` + `flush()`, into a new file and into
+   the 1M-row one.
 It prints a table and PASS/FAIL of each held query against the issue's target, `/usage/stats`
 over 1,000,000 rows in under 300 ms (median of the runs); exit status 1 when one fails.
 
@@ -230,17 +231,18 @@ def timed(fn: Callable[[], Any], runs: int) -> tuple[float, float, float]:
     return times[0], statistics.median(times), max(times)
 
 
-def writer_rate(path: str, rows: int, now: float) -> float:
-    """Rows per second through record() + flush() into the file at `path`."""
+def writer_rate(path: str, rows: int, now: float) -> tuple[float, float]:
+    """Rows per second through record() + flush() into the file at `path`, and the process's
+    CPU per row (microseconds: the recording thread's share and the writer thread's)."""
     sample = list(generate(rows, now + DAY, seed=11))
     store = UsageStore(path)
     try:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         for row in sample:
             store.record(row)
         if not store.flush(timeout=300):
             raise RuntimeError("writer did not finish")
-        return rows / (time.perf_counter() - t)
+        return rows / (time.perf_counter() - t), (time.process_time() - cpu) * 1e6 / rows
     finally:
         store.close()
 
@@ -324,11 +326,12 @@ def main() -> int:
         print(f"{name:44s} {first:9.1f} {median:10.1f} {worst:8.1f}  {verdict}")
     totals = store.stats()["totals"]
     store.close()
-    fresh = writer_rate(os.path.join(tmp.name, "fresh.db"), args.writer_rows, now)
-    rate = writer_rate(path, args.writer_rows, now)
+    fresh, fresh_cpu = writer_rate(os.path.join(tmp.name, "fresh.db"), args.writer_rows, now)
+    rate, full_cpu = writer_rate(path, args.writer_rows, now)
     print(
         f"\nwriter, through record() + flush(), {args.writer_rows:,} rows: {fresh:,.0f} rows/s "
-        f"into a new file, {rate:,.0f} rows/s into the {args.rows:,}-row file"
+        f"({fresh_cpu:.0f} us of CPU a row) into a new file, {rate:,.0f} rows/s "
+        f"({full_cpu:.0f} us a row) into the {args.rows:,}-row file"
     )
     print(
         f"check: {totals['requests']:,} rows, latency p50 {totals['latency_ms_p50']:.0f} ms, "
@@ -341,6 +344,7 @@ def main() -> int:
                 "target_ms": TARGET_MS,
                 "results": results,
                 "writer_rows_per_s": {"new_file": fresh, "full_file": rate},
+                "writer_cpu_us_per_row": {"new_file": fresh_cpu, "full_file": full_cpu},
             }
         )
     )
