@@ -17,7 +17,7 @@ Targets:
             above buffer whole responses; this one relays a stream chunk by chunk as the chain
             does, which gives the floor of mitmproxy's own per-chunk cost
   run_no_usage  (reference) the run command with `usage_db=` (no usage rows): what the usage
-            file (a row with 17 indexes per request) costs
+            file (a row per request, its rollups and histograms kept by triggers) costs
 Cases: `same` is an OpenAI client calling an OpenAI backend; `conv` is an OpenAI client calling
 an Anthropic backend through the chain (run, chain), and for the targets that cannot convert
 (direct, mitmdump, lean) the upstream's own Anthropic endpoint: the baseline a conversion is

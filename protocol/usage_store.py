@@ -20,16 +20,23 @@ How `stats` stays fast on millions of rows (numbers: `bench/usage.py`):
   one row per period, backend, model used, model requested, project and key. A range is summed
   from whole days, then whole hours, then raw rows for the partial hours at its edges. A
   `session` filter (not in the rollups) sums raw rows through the session index.
-- Percentiles are exact: nearest rank, the value at rank ceil(p/100 * n) of the n non-null
-  values in ascending order. sqlite sorts at about 2 us a row, too slow for big sets, so they
-  are read off indexes already ordered by the metric - `(lead..., metric, ts)` for the leads in
-  `WALK_LEADS` - with `ORDER BY metric LIMIT 1 OFFSET rank` from the nearer end (skipping index
-  entries costs ~0.05 us each; since/until are checked inside the index). A walk is used when
-  its rows are exactly the filtered rows (of one group): by construction (the filters and the
-  group are the lead), or proved by the rollups' counts (a backend's models or keys, when no
-  other backend has rows with those names). Otherwise, or when the set is small,
-  one window-function query sorts the filtered rows: a filter and a group on two unrelated
-  names (`project=x&group_by=model`) costs about 2 us per filtered row and metric.
+- Percentiles are nearest rank: the value at rank ceil(p/100 * n) of the n non-null values in
+  ascending order. When sorting the filtered rows reads few rows through an index (a session's,
+  a short time range's, a project's in it: at most `_Reader.EXACT_ROWS`, about 2 us a row),
+  they are exact: one window-function query sorts them. Otherwise they are read off histograms:
+  each row's metrics carry a bucket (32 a doubling: the middle of a bucket, which is the value
+  reported, is within 1.1% of every value in it), and triggers count the buckets per UTC day in
+  one table per lead of `PERCENTILE_LEADS` (the lead's values, metric, day, bucket). A lead serves
+  when its rows are exactly the filtered rows (of one group): by construction (the filters and
+  the group are the lead), or proved by the rollups' counts (a backend's models or keys, when
+  no other backend has rows with those names); whole days come from its table, the partial
+  days at the range's edges from the rows' buckets. A filter and a group on two unrelated names
+  (`project=x&group_by=model`) over many rows sorts the filtered rows, about 2 us a row and
+  metric.
+- Writing a row costs the same however large the file grows: the histogram counts of a day are
+  a few pages every row of that day updates. (Schema 2 read exact percentiles off 14 indexes
+  ordered by each metric; every row landed at a random place in each, and at 300,000 rows a row
+  cost the writer 281 us of CPU against 58 in a new file.)
 
 Times: `ts` is unix seconds (UTC). `since` is inclusive, `until` exclusive. Days are UTC days.
 
@@ -86,7 +93,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from itertools import chain
@@ -101,7 +108,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: `redactions` column
+SCHEMA_VERSION = 3  # 2: `redactions` column; 3: metric buckets and histograms for percentiles
 RECENT_MAX = 1000
 GROUP_KEYS = ("backend", "model", "project", "key", "day")
 GroupBy = Literal["backend", "model", "project", "key", "day"]
@@ -147,9 +154,14 @@ class UsageRow:
 
 
 ROW_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRow))
+# each metric's histogram bucket rides along in its row (computed here: sqlite builds without
+# math functions exist), so the triggers that keep the histograms need no function of ours
+BUCKET_COLUMNS: tuple[str, ...] = tuple(f"{m}_bucket" for m in ("latency_ms", "ttft_ms"))
+INSERT_COLUMNS = (*ROW_COLUMNS, *BUCKET_COLUMNS)
 _DIMENSIONS = ("session_id", "project", "backend", "model_requested", "model_used", "key_id")
 INSERT_SQL = (
-    f"INSERT INTO usage ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
+    f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 )
 # A batch goes in as multi-row INSERT statements of up to `BATCH_ROWS_PER_STATEMENT` rows: sqlite
 # runs each in one step, so the writer thread takes Python's GIL back once per statement instead
@@ -161,8 +173,8 @@ BATCH_ROWS_PER_STATEMENT = 100
 @functools.cache
 def batch_insert_sql(rows: int) -> str:
     """`INSERT_SQL` for `rows` rows in one statement."""
-    one = f"({', '.join('?' * len(ROW_COLUMNS))})"
-    return f"INSERT INTO usage ({', '.join(ROW_COLUMNS)}) VALUES {', '.join([one] * rows)}"
+    one = f"({', '.join('?' * len(INSERT_COLUMNS))})"
+    return f"INSERT INTO usage ({', '.join(INSERT_COLUMNS)}) VALUES {', '.join([one] * rows)}"
 
 
 _ROW_GETTER = attrgetter(*ROW_COLUMNS)
@@ -171,13 +183,38 @@ _STREAM_INDEX = ROW_COLUMNS.index("stream")
 
 
 def row_values(row: UsageRow) -> tuple[Any, ...]:
-    """The row as `INSERT_SQL` parameters (empty names stored as NULL, booleans as 0/1)."""
+    """The row as `INSERT_SQL` parameters (empty names stored as NULL, booleans as 0/1, then
+    the metrics' histogram buckets)."""
     values = list(_ROW_GETTER(row))
     for i in _DIMENSION_INDEXES:
         if values[i] == "":
             values[i] = None
     values[_STREAM_INDEX] = int(bool(values[_STREAM_INDEX]))
+    values.append(metric_bucket(row.latency_ms))
+    values.append(metric_bucket(row.ttft_ms))
     return tuple(values)
+
+
+# Histogram buckets of a metric (milliseconds): 32 a doubling, so a value read off a bucket (its
+# geometric middle) is within 1.1% of any value in it. Zero and below share one bucket.
+BUCKETS_PER_DOUBLING = 32
+ZERO_BUCKET = -(2**20)
+
+
+def metric_bucket(value: float | None) -> int | None:
+    """The histogram bucket of a metric's value (None for no value)."""
+    if value is None:
+        return None
+    if value <= 0:
+        return ZERO_BUCKET
+    return math.floor(math.log2(value) * BUCKETS_PER_DOUBLING)
+
+
+def bucket_value(bucket: int) -> float:
+    """The value a bucket stands for: its geometric middle (0 for the zero bucket)."""
+    if bucket == ZERO_BUCKET:
+        return 0.0
+    return float(f"{2 ** ((bucket + 0.5) / BUCKETS_PER_DOUBLING):.6g}")
 
 
 def attempts_json(attempts: Sequence[Mapping[str, Any]]) -> str:
@@ -425,9 +462,15 @@ def _rollup_upsert(table: str, seconds: int, ref: str, sign: str) -> str:
     )
 
 
-def _rollup_trigger(name: str, event: str, ref: str, sign: str) -> str:
-    body = "\n".join(_rollup_upsert(t, secs, ref, sign) for t, secs in _ROLLUPS.values())
+def _trigger(name: str, event: str, statements: Iterable[str]) -> str:
+    body = "\n".join(statements)
     return f"CREATE TRIGGER IF NOT EXISTS {name} AFTER {event} ON usage BEGIN\n{body}\nEND"
+
+
+def _rollup_trigger(name: str, event: str, ref: str, sign: str) -> str:
+    return _trigger(
+        name, event, (_rollup_upsert(t, secs, ref, sign) for t, secs in _ROLLUPS.values())
+    )
 
 
 TABLE_SQL = """
@@ -457,6 +500,8 @@ CREATE TABLE IF NOT EXISTS usage (
   stream INTEGER NOT NULL,
   content TEXT,
   redactions INTEGER NOT NULL DEFAULT 0,
+  latency_ms_bucket INTEGER,
+  ttft_ms_bucket INTEGER,
   model_key TEXT GENERATED ALWAYS AS (coalesce(model_used, model_requested)) VIRTUAL,
   day INTEGER GENERATED ALWAYS AS (CAST(ts / 86400 AS INTEGER)) VIRTUAL
 )"""
@@ -479,9 +524,10 @@ _ROLLUP_GROUP: dict[GroupBy, str] = {
 
 
 Lead = tuple[str, ...]
-# The leads of the indexes ordered by a metric, most specific first: percentiles of rows with
-# these columns equal to given values are read by a walk along the index (see `_Reader._walk`).
-WALK_LEADS: tuple[Lead, ...] = (
+# The leads of the histogram tables (and of their percentiles), most specific first: the rows
+# with these columns equal to given values are counted per day and bucket (`day` is every
+# table's period, so its lead is the table without one: `hist_table`).
+PERCENTILE_LEADS: tuple[Lead, ...] = (
     ("backend", "model_key"),
     ("backend",),
     ("model_key",),
@@ -492,25 +538,72 @@ WALK_LEADS: tuple[Lead, ...] = (
 )
 
 
-def _index_name(lead: Lead, metric: str) -> str:
-    return "_".join(("ix_usage", *lead, metric))
+# The lead columns as a new or deleted row's expressions (`model_key` and `day` are generated).
+_LEAD_EXPR = {
+    "backend": "{r}.backend",
+    "model_key": "coalesce({r}.model_used, {r}.model_requested)",
+    "project": "{r}.project",
+    "key_id": "{r}.key_id",
+}
+_METRIC_CODE: dict[Metric, int] = {"latency_ms": 0, "ttft_ms": 1}
 
 
-# `ts` rides along in every walk index so since/until are checked inside the index.
+def _hist_lead(lead: Lead) -> Lead:
+    """The lead of the histogram table that serves `lead`: `day` is every table's period."""
+    return tuple(c for c in lead if c != "day")
+
+
+HIST_LEADS: tuple[Lead, ...] = tuple(dict.fromkeys(_hist_lead(lead) for lead in PERCENTILE_LEADS))
+
+
+def hist_table(lead: Lead) -> str:
+    """The histogram table of a lead: per lead values, metric, UTC day and bucket, a count
+    (ordered so that one lead's days of one metric are one range of the key)."""
+    return "_".join(("usage_hist", *_hist_lead(lead)))
+
+
+def _hist_table_sql(lead: Lead) -> str:
+    columns = "".join(f"{c} TEXT NOT NULL, " for c in lead)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {hist_table(lead)} (day INTEGER NOT NULL, {columns}"
+        f"metric INTEGER NOT NULL, bucket INTEGER NOT NULL, n INTEGER NOT NULL, "
+        f"PRIMARY KEY ({''.join(f'{c}, ' for c in lead)}metric, day, bucket)) WITHOUT ROWID"
+    )
+
+
+def _hist_upsert(lead: Lead, metric: Metric, ref: str, sign: str) -> str:
+    """The trigger statement counting row `ref`'s metric in (sign '') or out (sign '-')."""
+    values = "".join(f"ifnull({_LEAD_EXPR[c].format(r=ref)}, ''), " for c in lead)
+    bucket = f"{ref}.{metric}_bucket"
+    return (
+        f"INSERT INTO {hist_table(lead)} (day, {''.join(f'{c}, ' for c in lead)}metric, bucket, n) "
+        f"SELECT CAST({ref}.ts / 86400 AS INTEGER), {values}{_METRIC_CODE[metric]}, {bucket}, "
+        f"{sign}1 WHERE {bucket} IS NOT NULL ON CONFLICT DO UPDATE SET n = n + excluded.n;"
+    )
+
+
+def _hist_trigger(name: str, event: str, ref: str, sign: str) -> str:
+    return _trigger(
+        name, event, (_hist_upsert(lead, m, ref, sign) for lead in HIST_LEADS for m in METRICS)
+    )
+
+
 INDEX_SQL: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS ix_usage_ts ON usage (ts)",
     "CREATE INDEX IF NOT EXISTS ix_usage_project_ts ON usage (project, ts)",
     "CREATE INDEX IF NOT EXISTS ix_usage_session_ts ON usage (session_id, ts)",
-    *(
-        f"CREATE INDEX IF NOT EXISTS {_index_name(lead, m)} ON usage ({', '.join((*lead, m, 'ts'))})"
-        for lead in WALK_LEADS
-        for m in ("latency_ms", "ttft_ms")
-    ),
+)
+# Schema 2 read percentiles off an index per lead and metric: every row then landed at a random
+# place in each of 14 indexes, which cost the writer more the larger the file grew.
+_OLD_WALK_INDEXES = tuple(
+    "_".join(("ix_usage", *lead, m)) for lead in PERCENTILE_LEADS for m in METRICS
 )
 
 TRIGGER_SQL = (
     _rollup_trigger("usage_rollup_insert", "INSERT", "NEW", ""),
     _rollup_trigger("usage_rollup_delete", "DELETE", "OLD", "-"),
+    _hist_trigger("usage_hist_insert", "INSERT", "NEW", ""),
+    _hist_trigger("usage_hist_delete", "DELETE", "OLD", "-"),
 )
 
 
@@ -536,15 +629,31 @@ def create_schema(con: sqlite3.Connection, *, indexes: bool = True) -> None:
             f"{SCHEMA_VERSION}: use a newer proxy or another file"
         )
     con.execute(TABLE_SQL)
-    if found == 1:  # version 1 had no `redactions` column
+    columns = {r[1] for r in con.execute("PRAGMA table_info(usage)")}
+    if "redactions" not in columns:  # version 1
         con.execute("ALTER TABLE usage ADD COLUMN redactions INTEGER NOT NULL DEFAULT 0")
+    if BUCKET_COLUMNS[0] not in columns:  # versions 1 and 2
+        for column in BUCKET_COLUMNS:
+            con.execute(f"ALTER TABLE usage ADD COLUMN {column} INTEGER")
+        con.create_function("llm_metric_bucket", 1, metric_bucket, deterministic=True)
+        con.execute(
+            "UPDATE usage SET latency_ms_bucket = llm_metric_bucket(latency_ms), "
+            "ttft_ms_bucket = llm_metric_bucket(ttft_ms)"
+        )
+    for name in _OLD_WALK_INDEXES:
+        con.execute(f"DROP INDEX IF EXISTS {name}")
     missing = [t for t, _ in _ROLLUPS.values() if not _table_exists(con, t)]
     for table, _ in _ROLLUPS.values():
         con.execute(_rollup_table_sql(table))
+    missing_hists = [lead for lead in HIST_LEADS if not _table_exists(con, hist_table(lead))]
+    for lead in HIST_LEADS:
+        con.execute(_hist_table_sql(lead))
     for sql in TRIGGER_SQL:
         con.execute(sql)
     if missing:
         rebuild_rollups(con)
+    if missing_hists:
+        rebuild_histograms(con, missing_hists)
     if indexes:
         for sql in INDEX_SQL:
             con.execute(sql)
@@ -567,6 +676,22 @@ def rebuild_rollups(con: sqlite3.Connection) -> None:
             f"SELECT CAST(ts / {seconds} AS INTEGER), {dims}, {_RAW_SUMS} FROM usage "
             f"GROUP BY 1, 2, 3, 4, 5, 6"
         )
+
+
+def rebuild_histograms(con: sqlite3.Connection, leads: Sequence[Lead] = HIST_LEADS) -> None:
+    """Recompute the histogram tables of `leads` from every row of `usage`."""
+    for lead in leads:
+        table = hist_table(lead)
+        con.execute(f"DELETE FROM {table}")
+        values = "".join(f"ifnull({_LEAD_EXPR[c].format(r='usage')}, ''), " for c in lead)
+        group = ", ".join(str(i) for i in range(1, len(lead) + 4))
+        for metric in METRICS:
+            con.execute(
+                f"INSERT INTO {table} (day, {''.join(f'{c}, ' for c in lead)}metric, bucket, n) "
+                f"SELECT CAST(ts / 86400 AS INTEGER), {values}{_METRIC_CODE[metric]}, "
+                f"{metric}_bucket, count(*) FROM usage WHERE {metric}_bucket IS NOT NULL "
+                f"GROUP BY {group}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -631,7 +756,7 @@ class _Where:
 @dataclass(frozen=True, slots=True)
 class _Sel:
     """Rows to sum or rank: the user's filters, and `model_key` (an exact model-used-else-
-    requested match, for the reference counts that prove a walk exact)."""
+    requested match, for the reference counts that prove a histogram exact)."""
 
     project: str | None = None
     backend: str | None = None
@@ -714,18 +839,36 @@ def _no_values(metric: Metric) -> Percentiles:
     return {f"{metric}_p{p}": None for p in PERCENTILES}
 
 
+def _histogram_percentiles(metric: Metric, counts: Mapping[int, int]) -> Percentiles:
+    """Nearest-rank percentiles of a histogram (bucket -> count), each its bucket's middle."""
+    total = sum(counts.values())
+    if total <= 0:
+        return _no_values(metric)
+    ordered = sorted(b for b, c in counts.items() if c)
+    out: Percentiles = {}
+    for p in PERCENTILES:
+        rank, seen = _rank(total, p), 0
+        for bucket in ordered:
+            seen += counts[bucket]
+            if seen >= rank:
+                out[f"{metric}_p{p}"] = bucket_value(bucket)
+                break
+    return out
+
+
 class _Reader:
     """The queries of one `stats` or `recent` call, on one connection and one snapshot."""
 
-    # What reading and sorting one row costs the window query, in index entries a walk steps
-    # over (bench/usage.py: about 2-3 us against 0.05-0.1 us).
-    WINDOW_ROW_COST = 30.0
+    # Percentiles are exact (the filtered rows sorted) when sorting reads at most this many rows
+    # through an index: about 2 us a row (bench/usage.py); else they come from the histograms.
+    EXACT_ROWS = 20_000
 
     def __init__(self, con: sqlite3.Connection, filters: UsageFilters) -> None:
         self.con = con
         self.f = filters
         self.sel = _Sel.of(filters)
         self._references: dict[tuple[_Sel, GroupBy | None], dict[GroupValue, _Sums]] = {}
+        self._sort: bool | None = None
 
     # -- sums -----------------------------------------------------------------------------
 
@@ -762,10 +905,31 @@ class _Reader:
         sql = f"SELECT {key}, {_ROLLUP_SUM_SQL} FROM {table} WHERE {w.sql()} GROUP BY 1"
         return self.con.execute(sql, w.params).fetchall()
 
-    # -- percentiles: which rows a walk along an index would see ------------------------------
+    # -- percentiles: exact by sorting few rows, else from the histogram of a lead -----------
+
+    def _sorting_is_cheap(self) -> bool:
+        """Whether sorting the filtered rows reads few rows: a session's (its index), or those
+        of the time range (the ts index) or of a project in it (the project index) number at
+        most `EXACT_ROWS`."""
+        if self._sort is None:
+            f = self.f
+            scans = [_Sel(since=f.since, until=f.until)]
+            if f.project is not None:
+                scans.append(_Sel(project=f.project, since=f.since, until=f.until))
+            self._sort = f.session is not None or any(
+                sum(s.requests for s in self._reference_sums(sel).values()) <= self.EXACT_ROWS
+                for sel in scans
+            )
+        return self._sort
+
+    def _reference_sums(self, sel: _Sel) -> dict[GroupValue, _Sums]:
+        key = (sel, None)
+        if key not in self._references:
+            self._references[key] = self.sums(sel, None)
+        return self._references[key]
 
     def _equalities(self) -> dict[str, str]:
-        """Raw column -> value of the filters a walk index can lead with."""
+        """Raw column -> value of the filters a histogram's lead can match."""
         f = self.f
         found = {"backend": f.backend, "project": f.project, "model_key": f.model}
         return {c: v for c, v in found.items() if v is not None}
@@ -775,19 +939,16 @@ class _Reader:
         lead: Lead,
         values: Mapping[str, Any],
         group: GroupBy | None,
-        *,
-        all_time: bool = False,
     ) -> dict[GroupValue, _Sums]:
-        """Sums (per group) of exactly the rows a walk along `lead` sees: rows in the time range
-        whose lead columns equal `values` (the group's column takes each group's value); with
-        `all_time`, every row of the lead's index range (what the walk steps over)."""
+        """Sums (per group) of exactly the rows a lead's histogram counts: rows in the time
+        range whose lead columns equal `values` (the group's column takes each group's value)."""
         fixed = set(lead) - ({_RAW_GROUP[group]} if group else set())
         sel = _Sel(
             project=values["project"] if "project" in fixed else None,
             backend=values["backend"] if "backend" in fixed else None,
             model_key=values["model_key"] if "model_key" in fixed else None,
-            since=None if all_time else self.f.since,
-            until=None if all_time else self.f.until,
+            since=self.f.since,
+            until=self.f.until,
         )
         key = (sel, group)
         if key not in self._references:
@@ -795,9 +956,9 @@ class _Reader:
         return self._references[key]
 
     def _leads(self, group_column: str | None) -> list[tuple[Lead, bool]]:
-        """Walk leads that may select exactly the filtered rows (of one group), each with
-        whether it does by construction; otherwise equal counts prove it, which holds only
-        when one set contains the other: the walk's rows contain the filtered ones when every
+        """Leads whose histograms may count exactly the filtered rows (of one group), each with
+        whether they do by construction; otherwise equal counts prove it, which holds only
+        when one set contains the other: the lead's rows contain the filtered ones when every
         lead column is a filter or the group (`within`), and are contained in them when the
         lead holds every filter, the model filter as `model_key` (`covering`)."""
         if self.f.session is not None:
@@ -805,8 +966,11 @@ class _Reader:
         names = {c for c in ("backend", "project") if getattr(self.f, c) is not None}
         implied = names | ({group_column} if group_column else set())
         needed = implied | ({"model_key"} if self.f.model else set())
+        candidates = PERCENTILE_LEADS
+        if group_column == "day":  # every histogram table counts per day: any lead, by day
+            candidates = tuple(dict.fromkeys((*_hist_lead(lead), "day") for lead in PERCENTILE_LEADS))
         leads = []
-        for lead in WALK_LEADS:
+        for lead in candidates:
             columns = set(lead)
             if group_column is not None and group_column not in columns:
                 continue
@@ -824,9 +988,9 @@ class _Reader:
             if n == 0:
                 out.update(_no_values(metric))
                 continue
-            lead = self._exact_lead(metric, n, values)
-            if lead is not None and self._cheap(lead, values, None, None, metric, n):
-                out.update(self._walk(metric, [(c, values[c]) for c in lead], n))
+            lead = None if self._sorting_is_cheap() else self._exact_lead(metric, n, values)
+            if lead is not None:
+                out.update(self._histogram(metric, [(c, values[c]) for c in lead]))
             else:
                 out.update(self._window(metric, None, None).get(None, _no_values(metric)))
         return out
@@ -846,7 +1010,7 @@ class _Reader:
         out: dict[GroupValue, Percentiles] = {key: {} for key in sums}
         column = _RAW_GROUP[group]
         values: dict[str, Any] = self._equalities()
-        leads = self._leads(column)
+        leads = [] if self._sorting_is_cheap() else self._leads(column)
         for metric in METRICS:
             windows: list[GroupValue] = []
             for key, s in sums.items():
@@ -855,9 +1019,9 @@ class _Reader:
                     out[key].update(_no_values(metric))
                     continue
                 lead = self._group_lead(leads, group, key, metric, n, values)
-                if lead is not None and self._cheap(lead, values, group, key, metric, n):
+                if lead is not None:
                     pairs = [(c, key if c == column else values[c]) for c in lead]
-                    out[key].update(self._walk(metric, pairs, n))
+                    out[key].update(self._histogram(metric, pairs))
                 else:
                     windows.append(key)
             if windows:
@@ -883,47 +1047,47 @@ class _Reader:
                 return lead
         return None
 
-    def _cheap(
-        self,
-        lead: Lead,
-        values: Mapping[str, Any],
-        group: GroupBy | None,
-        key: GroupValue,
-        metric: Metric,
-        n: int,
-    ) -> bool:
-        """Whether walking the lead's index for the n rows costs less than sorting them: the
-        walk steps over the index range's rows outside since/until too (counted all time)."""
-        indexed = n
-        if self.f.since is not None or self.f.until is not None:
-            found = self._reference(lead, values, group, all_time=True).get(key)
-            indexed = max(n, found.count(metric)) if found is not None else n
-        steps = sum(min(_rank(n, p), n - _rank(n, p) + 1) for p in PERCENTILES) * indexed / n
-        return steps + 2 * math.log2(indexed + 1) < self.WINDOW_ROW_COST * n
-
-    def _walk(self, metric: Metric, lead: Sequence[tuple[str, Any]], n: int) -> Percentiles:
-        """Percentiles read along the index (lead..., metric, ts): `LIMIT 1 OFFSET rank`,
-        from whichever end of the n rows is nearer."""
-        w = _Where()
-        for column, value in lead:
-            w.add(f"{column} IS ?", value)
-        w.add(f"{metric} IS NOT NULL")
-        if self.f.since is not None:
-            w.add("ts >= ?", self.f.since)
-        if self.f.until is not None:
-            w.add("ts < ?", self.f.until)
-        index = _index_name(tuple(c for c, _ in lead), metric)
-        out: Percentiles = {}
-        for p in PERCENTILES:
-            rank = _rank(n, p)
-            order, offset = ("ASC", rank - 1) if rank - 1 <= n - rank else ("DESC", n - rank)
-            sql = (
-                f"SELECT {metric} FROM usage INDEXED BY {index} WHERE {w.sql()} "
-                f"ORDER BY {metric} {order} LIMIT 1 OFFSET ?"
-            )
-            row = self.con.execute(sql, [*w.params, offset]).fetchone()
-            out[f"{metric}_p{p}"] = row[0] if row else None
-        return out
+    def _histogram(self, metric: Metric, lead: Sequence[tuple[str, Any]]) -> Percentiles:
+        """Percentiles of the rows whose lead columns equal the given values, in the time
+        range: whole UTC days from the lead's histogram table, the partial days at the
+        range's edges from the rows' own buckets; each is the middle of its bucket."""
+        f = self.f
+        d_lo = math.ceil(f.since / 86400) if f.since is not None else None
+        d_hi = math.floor(f.until / 86400) if f.until is not None else None
+        counts: dict[int, int] = {}
+        edges: list[tuple[float | None, float | None]] = []
+        if d_lo is not None and d_hi is not None and d_lo >= d_hi:
+            edges.append((f.since, f.until))  # within one day: rows only
+        else:
+            if f.since is not None and d_lo is not None and f.since < d_lo * 86400:
+                edges.append((f.since, d_lo * 86400.0))
+            if f.until is not None and d_hi is not None and d_hi * 86400 < f.until:
+                edges.append((d_hi * 86400.0, f.until))
+            w = _Where()
+            for column, value in lead:
+                w.add(f"{column} = ?", "" if value is None else value)
+            w.add("metric = ?", _METRIC_CODE[metric])
+            if d_lo is not None:
+                w.add("day >= ?", d_lo)
+            if d_hi is not None:
+                w.add("day < ?", d_hi)
+            table = hist_table(tuple(c for c, _ in lead))
+            sql = f"SELECT bucket, sum(n) FROM {table} WHERE {w.sql()} GROUP BY bucket"
+            for bucket, n in self.con.execute(sql, w.params):
+                counts[bucket] = counts.get(bucket, 0) + n
+        for lo, hi in edges:
+            w = _Where()
+            for column, value in lead:
+                w.add(f"{column} IS ?", value)
+            w.add(f"{metric}_bucket IS NOT NULL")
+            if lo is not None:
+                w.add("ts >= ?", lo)
+            if hi is not None:
+                w.add("ts < ?", hi)
+            sql = f"SELECT {metric}_bucket, count(*) FROM usage WHERE {w.sql()} GROUP BY 1"
+            for bucket, n in self.con.execute(sql, w.params):
+                counts[bucket] = counts.get(bucket, 0) + n
+        return _histogram_percentiles(metric, counts)
 
     def _window(
         self, metric: Metric, column: str | None, keys: Sequence[GroupValue] | None

@@ -423,27 +423,45 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[UsageStor
     s.close()
 
 
-@pytest.mark.parametrize("window_cost", [30.0, 1e12, 0.0], ids=["planned", "walks", "windows"])
+# the histograms' bucket middles: within 1.1% of every value of their bucket (printed to six
+# significant digits)
+HIST_TOLERANCE = 2 ** (1 / (2 * usage_store.BUCKETS_PER_DOUBLING)) - 1 + 1e-5
+
+
+def within_a_bucket(summary: dict[str, Any]) -> dict[str, Any]:
+    """The oracle's summary with its percentiles as close as a histogram reads them."""
+    return {
+        k: pytest.approx(v, rel=HIST_TOLERANCE) if "_p" in k and v is not None else v
+        for k, v in summary.items()
+    }
+
+
+@pytest.mark.parametrize("exact_rows", [20_000, 0], ids=["sorted", "histograms"])
 @pytest.mark.parametrize("group", [None, "backend", "model", "project", "key", "day"])
 def test_stats_match_the_oracle(
     filled: tuple[UsageStore, list[UsageRow]],
     group: str | None,
-    window_cost: float,
+    exact_rows: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Small sets (here: every set) are sorted, exact; read off the histograms (no set counts
+    as small), each percentile is within a bucket of the exact one."""
     store, rows = filled
-    monkeypatch.setattr(usage_store._Reader, "WINDOW_ROW_COST", window_cost)
+    monkeypatch.setattr(usage_store._Reader, "EXACT_ROWS", exact_rows)
+    close = within_a_bucket if exact_rows == 0 else (lambda summary: summary)
     for f in FILTERS:
         got = store.stats(f, group_by=group)
         want = oracle(rows, f, group)
-        assert got["totals"] == want["totals"], f
-        assert {g["key"]: {k: v for k, v in g.items() if k != "key"} for g in got["groups"]} == (
-            want["groups"]
-        ), f
+        assert got["totals"] == close(want["totals"]), f
+        assert {g["key"]: {k: v for k, v in g.items() if k != "key"} for g in got["groups"]} == {
+            key: close(summary) for key, summary in want["groups"].items()
+        }, f
         assert got["group_by"] == group and got["filters"] == f.as_json()
 
 
-def test_rollups_follow_deletes(tmp_path: Path) -> None:
+def test_rollups_and_histograms_follow_deletes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rows = sample_rows(300, seed=5)
     with UsageStore(str(tmp_path / "d.db")) as s:
         for r in rows:
@@ -452,7 +470,14 @@ def test_rollups_follow_deletes(tmp_path: Path) -> None:
         with sqlite3.connect(s.path) as con:
             con.execute("DELETE FROM usage WHERE backend = 'openai'")
         kept = [r for r in rows if r.backend != "openai"]
-        assert s.stats(group_by="model")["totals"] == oracle(kept, UsageFilters(), None)["totals"]
+        want = oracle(kept, UsageFilters(), "model")
+        assert s.stats(group_by="model")["totals"] == want["totals"]
+        monkeypatch.setattr(usage_store._Reader, "EXACT_ROWS", 0)
+        got = s.stats(group_by="model")
+        assert got["totals"] == within_a_bucket(want["totals"])
+        assert {g["key"]: g["latency_ms_p95"] for g in got["groups"]} == {
+            k: within_a_bucket(v)["latency_ms_p95"] for k, v in want["groups"].items()
+        }
 
 
 def test_stats_shape_and_group_order(filled: tuple[UsageStore, list[UsageRow]]) -> None:
@@ -477,11 +502,11 @@ def test_group_by_must_be_known(store: UsageStore) -> None:
         store.stats(group_by="session")
 
 
-@pytest.mark.parametrize("window_cost", [1e12, 0.0])
+@pytest.mark.parametrize("exact_rows", [20_000, 0], ids=["sorted", "histograms"])
 def test_percentiles_on_known_values(
-    store: UsageStore, window_cost: float, monkeypatch: pytest.MonkeyPatch
+    store: UsageStore, exact_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(usage_store._Reader, "WINDOW_ROW_COST", window_cost)
+    monkeypatch.setattr(usage_store._Reader, "EXACT_ROWS", exact_rows)
     for i in range(1, 101):  # 1..100 for openai, 1..10 for gemini, shuffled in time
         store.record(row(ts=T0 + (i * 37) % 101, backend="openai", latency_ms=float(i)))
     for i in range(1, 11):
@@ -489,9 +514,14 @@ def test_percentiles_on_known_values(
     store.record(row(ts=T0, backend="gemini", latency_ms=None))
     assert store.flush()
     groups = {g["key"]: g for g in store.stats(group_by="backend")["groups"]}
-    assert (groups["openai"]["latency_ms_p50"], groups["openai"]["latency_ms_p95"]) == (50, 95)
-    assert (groups["gemini"]["latency_ms_p50"], groups["gemini"]["latency_ms_p95"]) == (5, 10)
-    assert (groups["gemini"]["ttft_ms_p50"], groups["gemini"]["ttft_ms_p95"]) == (5, 10)
+
+    def near(*values: float) -> Any:
+        rel = HIST_TOLERANCE if exact_rows == 0 else 0
+        return tuple(pytest.approx(v, rel=rel) for v in values)
+
+    assert (groups["openai"]["latency_ms_p50"], groups["openai"]["latency_ms_p95"]) == near(50, 95)
+    assert (groups["gemini"]["latency_ms_p50"], groups["gemini"]["latency_ms_p95"]) == near(5, 10)
+    assert (groups["gemini"]["ttft_ms_p50"], groups["gemini"]["ttft_ms_p95"]) == near(5, 10)
     assert groups["openai"]["ttft_ms_p50"] is None
     one = store.stats(UsageFilters(backend="openai", since=T0 + 100, until=T0 + 101))["totals"]
     assert one["requests"] == 1 and one["latency_ms_p50"] == one["latency_ms_p95"]
@@ -708,16 +738,17 @@ def test_row_from_exchange() -> None:
     assert r.cost_usd is None
 
 
-def test_index_walks_serve_the_common_queries(
+def test_histograms_serve_the_common_queries(
     filled: tuple[UsageStore, list[UsageRow]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Percentiles of one filter, one group, a time range, and a backend with its models or
-    keys come from index walks, not from sorting rows (other pairs sort the filtered rows)."""
+    """Over many rows, percentiles of one filter, one group, a time range, and a backend with
+    its models or keys come from the histograms, not from sorting rows (other pairs sort the
+    filtered rows)."""
     store, _ = filled
-    monkeypatch.setattr(usage_store._Reader, "WINDOW_ROW_COST", 1e12)
+    monkeypatch.setattr(usage_store._Reader, "EXACT_ROWS", 0)
 
     def no_window(*args: object) -> None:
-        raise AssertionError("sorted rows instead of walking an index")
+        raise AssertionError("sorted rows instead of reading a histogram")
 
     monkeypatch.setattr(usage_store._Reader, "_window", no_window)
     for f in (UsageFilters(), UsageFilters(since=T0 + DAY), UsageFilters(until=T0 + DAY)):
@@ -727,6 +758,8 @@ def test_index_walks_serve_the_common_queries(
         store.stats(UsageFilters(backend="openai"), group_by=group)
     store.stats(UsageFilters(project="web"))
     store.stats(UsageFilters(project="web", since=T0 + DAY), group_by="project")
+    for f in (UsageFilters(backend="openai"), UsageFilters(project="web", until=T0 + 2 * DAY)):
+        store.stats(f, group_by="day")  # every histogram counts per day
 
 
 def test_a_version_1_file_gains_the_redactions_column(tmp_path: Path) -> None:
@@ -745,3 +778,49 @@ def test_a_version_1_file_gains_the_redactions_column(tmp_path: Path) -> None:
     con = sqlite3.connect(path)
     assert con.execute("SELECT redactions FROM usage").fetchall() == [(3,)]
     assert max(v for (v,) in con.execute("SELECT version FROM schema_version")) == SCHEMA_VERSION
+
+
+def test_a_version_2_file_trades_its_metric_indexes_for_histograms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 2 kept 14 indexes ordered by the metrics; opening such a file drops them, gives
+    its rows their buckets and counts them into the histograms."""
+    path = tmp_path / "v2.db"
+    rows = sample_rows(400, seed=9)
+    con = sqlite3.connect(path)
+    con.execute(TABLE_SQL.replace("  latency_ms_bucket INTEGER,\n  ttft_ms_bucket INTEGER,\n", ""))
+    columns = usage_store.ROW_COLUMNS
+    con.executemany(
+        f"INSERT INTO usage ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        [usage_store.row_values(r)[: len(columns)] for r in rows],
+    )
+    con.execute("CREATE INDEX ix_usage_backend_latency_ms ON usage (backend, latency_ms, ts)")
+    con.execute("CREATE INDEX ix_usage_ttft_ms ON usage (ttft_ms, ts)")
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    con.execute("INSERT INTO schema_version VALUES (2)")
+    con.commit()
+    con.close()
+    with UsageStore(str(path)) as s:
+        monkeypatch.setattr(usage_store._Reader, "EXACT_ROWS", 0)
+        got = s.stats(group_by="backend")
+        want = oracle(rows, UsageFilters(), "backend")
+        assert got["totals"] == within_a_bucket(want["totals"])
+        assert {g["key"]: g["ttft_ms_p50"] for g in got["groups"]} == {
+            k: within_a_bucket(v)["ttft_ms_p50"] for k, v in want["groups"].items()
+        }
+    con = sqlite3.connect(path)
+    indexes = {n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert not indexes & {"ix_usage_backend_latency_ms", "ix_usage_ttft_ms"}
+    assert "ix_usage_ts" in indexes
+    buckets = con.execute("SELECT latency_ms, latency_ms_bucket FROM usage").fetchall()
+    assert all((b is None) == (v is None) for v, b in buckets)
+    assert max(v for (v,) in con.execute("SELECT version FROM schema_version")) == SCHEMA_VERSION
+
+
+def test_metric_buckets_read_back_within_their_width() -> None:
+    for value in (0.001, 0.37, 1.0, 2.0, 412.5, 99_999.0):
+        bucket = usage_store.metric_bucket(value)
+        assert bucket is not None
+        assert usage_store.bucket_value(bucket) == pytest.approx(value, rel=HIST_TOLERANCE)
+    assert usage_store.metric_bucket(None) is None
+    assert usage_store.bucket_value(usage_store.metric_bucket(0.0) or 0) == 0.0
