@@ -529,6 +529,7 @@ Lead = tuple[str, ...]
 # table's period, so its lead is the table without one: `hist_table`).
 PERCENTILE_LEADS: tuple[Lead, ...] = (
     ("backend", "model_key"),
+    ("project", "model_key"),  # a project's models: `project=x&group_by=model`
     ("backend",),
     ("model_key",),
     ("project",),
@@ -595,8 +596,9 @@ INDEX_SQL: tuple[str, ...] = (
 )
 # Schema 2 read percentiles off an index per lead and metric: every row then landed at a random
 # place in each of 14 indexes, which cost the writer more the larger the file grew.
+_SCHEMA_2_LEADS = ("backend_model_key", "backend", "model_key", "project", "key_id", "day", "")
 _OLD_WALK_INDEXES = tuple(
-    "_".join(("ix_usage", *lead, m)) for lead in PERCENTILE_LEADS for m in METRICS
+    "_".join(p for p in ("ix_usage", lead, m) if p) for lead in _SCHEMA_2_LEADS for m in METRICS
 )
 
 TRIGGER_SQL = (

@@ -760,6 +760,7 @@ def test_histograms_serve_the_common_queries(
     store.stats(UsageFilters(project="web", since=T0 + DAY), group_by="project")
     for f in (UsageFilters(backend="openai"), UsageFilters(project="web", until=T0 + 2 * DAY)):
         store.stats(f, group_by="day")  # every histogram counts per day
+    store.stats(UsageFilters(project="web", since=T0 + DAY), group_by="model")
 
 
 def test_a_version_1_file_gains_the_redactions_column(tmp_path: Path) -> None:
