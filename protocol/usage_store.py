@@ -635,6 +635,13 @@ def create_schema(con: sqlite3.Connection, *, indexes: bool = True) -> None:
     if "redactions" not in columns:  # version 1
         con.execute("ALTER TABLE usage ADD COLUMN redactions INTEGER NOT NULL DEFAULT 0")
     if BUCKET_COLUMNS[0] not in columns:  # versions 1 and 2
+        rows = con.execute("SELECT count(*) FROM usage").fetchone()[0]
+        if rows:
+            # about 8 s for 300,000 rows, once: the proxy starts listening afterwards
+            logger.warning(
+                "usage file: giving %d rows their percentile histograms (once, after an upgrade)",
+                rows,
+            )
         for column in BUCKET_COLUMNS:
             con.execute(f"ALTER TABLE usage ADD COLUMN {column} INTEGER")
         con.create_function("llm_metric_bucket", 1, metric_bucket, deterministic=True)

@@ -782,7 +782,7 @@ def test_a_version_1_file_gains_the_redactions_column(tmp_path: Path) -> None:
 
 
 def test_a_version_2_file_trades_its_metric_indexes_for_histograms(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Schema 2 kept 14 indexes ordered by the metrics; opening such a file drops them, gives
     its rows their buckets and counts them into the histograms."""
@@ -802,6 +802,7 @@ def test_a_version_2_file_trades_its_metric_indexes_for_histograms(
     con.commit()
     con.close()
     with UsageStore(str(path)) as s:
+        assert "giving 400 rows their percentile histograms" in caplog.text  # startup waits
         monkeypatch.setattr(usage_store._Reader, "EXACT_ROWS", 0)
         got = s.stats(group_by="backend")
         want = oracle(rows, UsageFilters(), "backend")
