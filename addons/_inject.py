@@ -15,6 +15,8 @@ HTTP/1 or HTTP/2 framing to the client, TLS) works as for any upstream answer:
 - `close_upstream()`: close the flow's server connection (the backend stops generating).
 - `merge_chunks(flow)`: the upstream's HTTP/1 chunked body reaches the stream callable one
   read at a time instead of one HTTP chunk at a time (`MergedChunks`).
+- `batching_reader(flow)`: the upstream connection's `BatchingReader` in the run command (None
+  elsewhere), to tell it that a stream's flood is coming.
 - `suppress_error()` / `resume(response)`: in the `error` hook of a request whose connection
   failed before any answer, keep mitmproxy from sending its own 502, then bring the flow back
   with another answer's headers (the `responseheaders` hooks run for it as usual).
@@ -47,6 +49,7 @@ from mitmproxy.proxy.layers.http._events import (
 from mitmproxy.proxy.layers.http._http1 import Http1Client
 
 from protocol.chunked import ChunkedDecoder, ChunkedError
+from protocol.read_batching import BatchingReader
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +97,15 @@ def connection_handler(flow: http.HTTPFlow) -> Any:
     `server_event`), or None when the connection is gone."""
     proxyserver = ctx.master.addons.get("proxyserver")
     return proxyserver.connections.get(flow.client_conn.id) if proxyserver else None
+
+
+def batching_reader(flow: http.HTTPFlow) -> BatchingReader | None:
+    """The reader of `flow`'s upstream connection when the run command reads it in batches
+    (`addons.serve.BatchingConnectionHandler`), else None."""
+    handler = connection_handler(flow)
+    io = handler.transports.get(flow.server_conn) if handler is not None else None
+    reader = getattr(io, "reader", None)
+    return reader if isinstance(reader, BatchingReader) else None
 
 
 def _find_stream(root: Any, flow: http.HTTPFlow) -> tuple[HttpLayer, HttpStream] | None:

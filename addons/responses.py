@@ -21,11 +21,10 @@ from typing import Any
 from mitmproxy import http
 
 from addons._http import SSE_HEADERS, dumps, spawn
-from addons._inject import ResponseFeed, merge_chunks
+from addons._inject import ResponseFeed, batching_reader, merge_chunks
 from addons.config import Config
 from addons.failover import account_attempt
 from addons.timeouts import Timeouts
-from protocol import read_batching
 from protocol.codec import codec, error_message
 from protocol.exchange import Exchange, exchange_of
 from protocol.failover import failure_text
@@ -155,7 +154,7 @@ class Responses:
             resp.headers.pop("content-length", None)
             resp.headers.pop("content-encoding", None)
             resp.headers.update(SSE_HEADERS)
-        reader = read_batching.reader_of(flow.server_conn.id)
+        reader = batching_reader(flow)
         if reader is not None:
             pipeline.on_first_output = reader.expect_flood
         resp.stream = pipeline

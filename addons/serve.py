@@ -33,7 +33,6 @@ from mitmproxy.addons import (
 )
 from mitmproxy.proxy import mode_servers
 
-from protocol import read_batching
 from protocol.read_batching import BatchingReader
 
 # Hook.args() looks up the dataclass fields on every call; the names never change per class.
@@ -102,14 +101,7 @@ class BatchingConnectionHandler(mode_servers.ProxyConnectionHandler):
         ):
             transport = io.writer.transport
             assert isinstance(transport, asyncio.Transport)
-            reader = BatchingReader(io.reader, transport)
-            io.reader = reader  # type: ignore[assignment]
-            read_batching.register(conn.id, reader)
-            try:
-                await super().handle_connection(conn)
-            finally:
-                read_batching.register(conn.id, None)
-            return
+            io.reader = BatchingReader(io.reader, transport)  # type: ignore[assignment]
         await super().handle_connection(conn)
 
 

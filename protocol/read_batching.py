@@ -27,8 +27,7 @@ An event stream is known as one to the layer above, though: once its first event
 to the client, `expect_flood` batches from the very next read, so the client is not left
 waiting for a core while the proxy reads the second and third events (in three A/B runs a
 2,000-event stream's first byte came 0.06-0.4 ms sooner: within this machine's noise). A paced stream loses nothing: its next read comes later
-than `FLOOD_GAP` and ends the flood. The readers of the live upstream connections are found by
-connection id (`register`, `reader_of`).
+than `FLOOD_GAP` and ends the flood.
 """
 
 from __future__ import annotations
@@ -40,22 +39,6 @@ WINDOW = 0.001  # seconds reading pauses before a read in a flood (the event loo
 FLOOD_GAP = 0.002  # reads closer together than this are part of a flood
 FLOOD_READS = 3  # quick small reads in a row before batching starts
 SMALL_READ = 8192  # bytes: a read this large already carries the per-read work well
-
-_readers: dict[str, BatchingReader] = {}  # connection id -> the reader of that live connection
-
-
-def register(connection_id: str, reader: BatchingReader | None) -> None:
-    """Make `reader` the one of connection `connection_id` (None: the connection is gone)."""
-    if reader is None:
-        _readers.pop(connection_id, None)
-    else:
-        _readers[connection_id] = reader
-
-
-def reader_of(connection_id: str) -> BatchingReader | None:
-    """The batching reader of a live connection, or None (not one the proxy reads in batches)."""
-    return _readers.get(connection_id)
-
 
 class BatchingReader:
     """The `read` of an `asyncio.StreamReader`, batched while its peer floods (module doc)."""

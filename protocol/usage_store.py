@@ -31,12 +31,12 @@ How `stats` stays fast on millions of rows (numbers: `bench/usage.py`):
   the group are the lead), or proved by the rollups' counts (a backend's models or keys, when
   no other backend has rows with those names); whole days come from its table, the partial
   days at the range's edges from the rows' buckets. A filter and a group on two unrelated names
-  (`project=x&group_by=model`) over many rows sorts the filtered rows, about 2 us a row and
+  (`project=x&group_by=key`) over many rows sorts the filtered rows, about 2 us a row and
   metric.
-- Writing a row costs the same however large the file grows: the histogram counts of a day are
-  a few pages every row of that day updates. (Schema 2 read exact percentiles off 14 indexes
-  ordered by each metric; every row landed at a random place in each, and at 300,000 rows a row
-  cost the writer 281 us of CPU against 58 in a new file.)
+- Writing a row costs little more as the file grows (42-51 us of CPU in a new file, 71 us at
+  1,000,000 rows): the histogram counts of a day are a few pages every row of that day updates.
+  (Schema 2 read exact percentiles off 14 indexes ordered by each metric; every row landed at a
+  random place in each, and at 300,000 rows a row cost the writer 281 us against 58.)
 
 Times: `ts` is unix seconds (UTC). `since` is inclusive, `until` exclusive. Days are UTC days.
 
@@ -156,7 +156,7 @@ class UsageRow:
 ROW_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(UsageRow))
 # each metric's histogram bucket rides along in its row (computed here: sqlite builds without
 # math functions exist), so the triggers that keep the histograms need no function of ours
-BUCKET_COLUMNS: tuple[str, ...] = tuple(f"{m}_bucket" for m in ("latency_ms", "ttft_ms"))
+BUCKET_COLUMNS: tuple[str, ...] = tuple(f"{m}_bucket" for m in METRICS)
 INSERT_COLUMNS = (*ROW_COLUMNS, *BUCKET_COLUMNS)
 _DIMENSIONS = ("session_id", "project", "backend", "model_requested", "model_used", "key_id")
 INSERT_SQL = (
@@ -926,15 +926,16 @@ class _Reader:
             if f.project is not None:
                 scans.append(_Sel(project=f.project, since=f.since, until=f.until))
             self._sort = f.session is not None or any(
-                sum(s.requests for s in self._reference_sums(sel).values()) <= self.EXACT_ROWS
+                sum(s.requests for s in self._cached_sums(sel, None).values()) <= self.EXACT_ROWS
                 for sel in scans
             )
         return self._sort
 
-    def _reference_sums(self, sel: _Sel) -> dict[GroupValue, _Sums]:
-        key = (sel, None)
+    def _cached_sums(self, sel: _Sel, group: GroupBy | None) -> dict[GroupValue, _Sums]:
+        """`sums`, once per selection and group in this call."""
+        key = (sel, group)
         if key not in self._references:
-            self._references[key] = self.sums(sel, None)
+            self._references[key] = self.sums(sel, group)
         return self._references[key]
 
     def _equalities(self) -> dict[str, str]:
@@ -959,10 +960,7 @@ class _Reader:
             since=self.f.since,
             until=self.f.until,
         )
-        key = (sel, group)
-        if key not in self._references:
-            self._references[key] = self.sums(sel, group)
-        return self._references[key]
+        return self._cached_sums(sel, group)
 
     def _leads(self, group_column: str | None) -> list[tuple[Lead, bool]]:
         """Leads whose histograms may count exactly the filtered rows (of one group), each with
@@ -977,7 +975,9 @@ class _Reader:
         needed = implied | ({"model_key"} if self.f.model else set())
         candidates = PERCENTILE_LEADS
         if group_column == "day":  # every histogram table counts per day: any lead, by day
-            candidates = tuple(dict.fromkeys((*_hist_lead(lead), "day") for lead in PERCENTILE_LEADS))
+            candidates = tuple(
+                dict.fromkeys((*_hist_lead(lead), "day") for lead in PERCENTILE_LEADS)
+            )
         leads = []
         for lead in candidates:
             columns = set(lead)
@@ -1058,44 +1058,31 @@ class _Reader:
 
     def _histogram(self, metric: Metric, lead: Sequence[tuple[str, Any]]) -> Percentiles:
         """Percentiles of the rows whose lead columns equal the given values, in the time
-        range: whole UTC days from the lead's histogram table, the partial days at the
-        range's edges from the rows' own buckets; each is the middle of its bucket."""
-        f = self.f
-        d_lo = math.ceil(f.since / 86400) if f.since is not None else None
-        d_hi = math.floor(f.until / 86400) if f.until is not None else None
+        range (split as the sums split it, `_spans`): whole UTC days from the lead's histogram
+        table, the hours and raw edges around them from the rows' own buckets; each is the
+        middle of its bucket."""
         counts: dict[int, int] = {}
-        edges: list[tuple[float | None, float | None]] = []
-        if d_lo is not None and d_hi is not None and d_lo >= d_hi:
-            edges.append((f.since, f.until))  # within one day: rows only
-        else:
-            if f.since is not None and d_lo is not None and f.since < d_lo * 86400:
-                edges.append((f.since, d_lo * 86400.0))
-            if f.until is not None and d_hi is not None and d_hi * 86400 < f.until:
-                edges.append((d_hi * 86400.0, f.until))
+        table = hist_table(tuple(c for c, _ in lead))
+        for span in _spans(self.f.since, self.f.until):
             w = _Where()
-            for column, value in lead:
-                w.add(f"{column} = ?", "" if value is None else value)
-            w.add("metric = ?", _METRIC_CODE[metric])
-            if d_lo is not None:
-                w.add("day >= ?", d_lo)
-            if d_hi is not None:
-                w.add("day < ?", d_hi)
-            table = hist_table(tuple(c for c, _ in lead))
-            sql = f"SELECT bucket, sum(n) FROM {table} WHERE {w.sql()} GROUP BY bucket"
-            for bucket, n in self.con.execute(sql, w.params):
-                counts[bucket] = counts.get(bucket, 0) + n
-        for lo, hi in edges:
-            w = _Where()
-            for column, value in lead:
-                w.add(f"{column} IS ?", value)
-            w.add(f"{metric}_bucket IS NOT NULL")
-            if lo is not None:
-                w.add("ts >= ?", lo)
-            if hi is not None:
-                w.add("ts < ?", hi)
-            sql = f"SELECT {metric}_bucket, count(*) FROM usage WHERE {w.sql()} GROUP BY 1"
-            for bucket, n in self.con.execute(sql, w.params):
-                counts[bucket] = counts.get(bucket, 0) + n
+            if span.kind == "day":
+                for column, value in lead:
+                    w.add(f"{column} = ?", "" if value is None else value)  # '' stands for NULL
+                w.add("metric = ?", _METRIC_CODE[metric])
+                source, bucket, count, period, scale = table, "bucket", "sum(n)", "day", 1.0
+            else:
+                for column, value in lead:
+                    w.add(f"{column} IS ?", value)
+                w.add(f"{metric}_bucket IS NOT NULL")
+                source, bucket, count, period = "usage", f"{metric}_bucket", "count(*)", "ts"
+                scale = 3600.0 if span.kind == "hour" else 1.0
+            if span.lo is not None:
+                w.add(f"{period} >= ?", span.lo * scale)
+            if span.hi is not None:
+                w.add(f"{period} < ?", span.hi * scale)
+            sql = f"SELECT {bucket}, {count} FROM {source} WHERE {w.sql()} GROUP BY 1"
+            for b, n in self.con.execute(sql, w.params):
+                counts[b] = counts.get(b, 0) + n
         return _histogram_percentiles(metric, counts)
 
     def _window(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,13 +14,13 @@ from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow
 
+from addons._inject import batching_reader
 from addons.conffile import ConfFile
 from addons.config import Config
 from addons.gateway import Gateway
 from addons.responses import Responses
 from addons.routing import Routing
 from addons.timeouts import Timeouts
-from protocol import read_batching
 from protocol.exchange import exchange_of
 from protocol.read_batching import BatchingReader
 
@@ -271,6 +272,17 @@ class RecordingReader(BatchingReader):
         self.expected += 1
 
 
+class ProxyServerStub:
+    """The proxyserver addon as `addons._inject.connection_handler` sees it: the handler of
+    each client connection, with the transports of its connections."""
+
+    name = "proxyserver"
+
+    def __init__(self, f: http.HTTPFlow, reader: Any) -> None:
+        handler = SimpleNamespace(transports={f.server_conn: SimpleNamespace(reader=reader)})
+        self.connections = {f.client_conn.id: handler}
+
+
 async def test_a_streamed_answer_tells_its_upstream_reader_when_its_first_bytes_go_out(
     chain: Any,
 ) -> None:
@@ -281,24 +293,21 @@ async def test_a_streamed_answer_tells_its_upstream_reader_when_its_first_bytes_
     f = gateway_flow("/v1/chat/completions", {**CHAT, "model": "anthropic:claude-x", "stream": True})
     await run_request(chain, f)
     reader = RecordingReader(asyncio.StreamReader(), asyncio.Transport())
-    read_batching.register(f.server_conn.id, reader)
-    try:
-        f.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
-        with taddons.context(config):
-            Responses(config).responseheaders(f)
-        stream = f.response.stream
-        assert callable(stream)
-        start = {"type": "message_start", "message": {"id": "m1", "type": "message", "role":
-                 "assistant", "model": "claude-x", "content": [], "stop_reason": None,
-                 "usage": {"input_tokens": 3, "output_tokens": 0}}}
-        event = b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n"
-        assert stream(event[:30]) == [] and reader.expected == 0
-        assert stream(event[30:]) and reader.expected == 1
-        stream(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")
-        assert reader.expected == 1
-    finally:
-        read_batching.register(f.server_conn.id, None)
-    assert read_batching.reader_of(f.server_conn.id) is None
+    f.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
+    with taddons.context(config, ProxyServerStub(f, reader)):
+        Responses(config).responseheaders(f)
+        other = tflow.tflow()  # a connection not read in batches (stock mitmdump's)
+        assert batching_reader(f) is reader and batching_reader(other) is None
+    stream = f.response.stream
+    assert callable(stream)
+    start = {"type": "message_start", "message": {"id": "m1", "type": "message", "role":
+             "assistant", "model": "claude-x", "content": [], "stop_reason": None,
+             "usage": {"input_tokens": 3, "output_tokens": 0}}}
+    event = b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n"
+    assert stream(event[:30]) == [] and reader.expected == 0
+    assert stream(event[30:]) and reader.expected == 1
+    stream(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")
+    assert reader.expected == 1
 
 
 async def test_timeout_timer_is_set_and_cancelled(chain: Any) -> None:
