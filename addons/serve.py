@@ -3,7 +3,7 @@
 Instead of DumpMaster's ~35 default addons it holds Core, Proxyserver, NextLayer, TlsConfig,
 DnsResolver, a terminal log and the error check, plus the chain: measured, that costs less than
 half the CPU per request of stock mitmdump. Upstream connections are read in batches while they
-flood (`BatchingConnectionHandler`). Options: `mitm.conf`, then `--set name=value`
+flood, and what one event makes to send leaves in one write (`BatchingConnectionHandler`). Options: `mitm.conf`, then `--set name=value`
 (which wins). Stock `mitmdump -s addons/chain.py` runs the identical chain.
 """
 
@@ -31,9 +31,10 @@ from mitmproxy.addons import (
     termlog,
     tlsconfig,
 )
-from mitmproxy.proxy import mode_servers
+from mitmproxy.proxy import events, mode_servers
 
 from protocol.read_batching import BatchingReader
+from protocol.write_coalescing import CoalescingWriter
 
 # Hook.args() looks up the dataclass fields on every call; the names never change per class.
 _ARG_NAMES: dict[type, list[str]] = {}
@@ -90,16 +91,35 @@ class BatchingConnectionHandler(mode_servers.ProxyConnectionHandler):
     """mitmproxy's connection handler, reading upstream (server) connections through
     `protocol.read_batching.BatchingReader`: an upstream that floods the proxy is read in a few
     large reads instead of hundreds of small ones, each of which costs mitmproxy's layers and
-    the stream pipeline a fixed amount of work. Client connections are read as they are."""
+    the stream pipeline a fixed amount of work. Client connections are read as they are.
+
+    Every TCP connection is written through `protocol.write_coalescing.CoalescingWriter`,
+    flushed once each event is processed: a message's head and body, a stream's response head
+    and first events, leave in one send each."""
+
+    async def server_event(self, event: events.Event) -> None:
+        transports = self.transports.values()
+        for io in transports:
+            if type(io.writer) is asyncio.StreamWriter:
+                io.writer = CoalescingWriter(io.writer)  # type: ignore[assignment]
+        await super().server_event(event)
+        for io in transports:
+            writer = io.writer
+            if type(writer) is CoalescingWriter:
+                try:
+                    writer.flush()
+                except Exception:  # as mitmproxy treats a failed write: logged, never raised
+                    self.log("could not send data", logging.ERROR, exc_info=True)
 
     async def handle_connection(self, conn: connection.Connection) -> None:
         io = self.transports[conn]
+        writer = io.writer
         if (
             isinstance(conn, connection.Server)
             and isinstance(io.reader, asyncio.StreamReader)
-            and isinstance(io.writer, asyncio.StreamWriter)
+            and isinstance(writer, asyncio.StreamWriter | CoalescingWriter)
         ):
-            transport = io.writer.transport
+            transport = writer.transport
             assert isinstance(transport, asyncio.Transport)
             io.reader = BatchingReader(io.reader, transport)  # type: ignore[assignment]
         await super().handle_connection(conn)

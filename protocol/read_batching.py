@@ -25,9 +25,14 @@ but a large body read fast has stray small reads between its full ones (the tail
 
 An event stream is known as one to the layer above, though: once its first events have gone on
 to the client, `expect_flood` batches from the very next read, so the client is not left
-waiting for a core while the proxy reads the second and third events (in three A/B runs a
-2,000-event stream's first byte came 0.06-0.4 ms sooner: within this machine's noise). A paced stream loses nothing: its next read comes later
-than `FLOOD_GAP` and ends the flood.
+waiting for a core while the proxy reads the second and third events. A read already under
+way then (mitmproxy reads again as soon as a read's data is handed on, before the response's
+hooks have run) is held for one window before its data goes on: the proxy goes idle right
+after the first events left, and a client woken onto the proxy's core reads them at once. In
+an interleaved A/B of 350 2,000-event streams each, with the handler's write coalescing
+(`protocol.write_coalescing`), the first byte's median fell from 3.23 to 2.27 ms (2.80
+without coalescing). A paced stream loses nothing: its next read comes later than
+`FLOOD_GAP` and ends the flood.
 """
 
 from __future__ import annotations
@@ -40,10 +45,22 @@ FLOOD_GAP = 0.002  # reads closer together than this are part of a flood
 FLOOD_READS = 3  # quick small reads in a row before batching starts
 SMALL_READ = 8192  # bytes: a read this large already carries the per-read work well
 
+
 class BatchingReader:
     """The `read` of an `asyncio.StreamReader`, batched while its peer floods (module doc)."""
 
-    __slots__ = ("_reader", "_transport", "_last", "_quick", "_window", "_gap", "_after", "_small")
+    __slots__ = (
+        "_reader",
+        "_transport",
+        "_last",
+        "_quick",
+        "_window",
+        "_gap",
+        "_after",
+        "_small",
+        "_reading",
+        "_hold",
+    )
 
     def __init__(
         self,
@@ -63,20 +80,23 @@ class BatchingReader:
         self._small = small
         self._last = float("-inf")  # when the previous read returned (monotonic seconds)
         self._quick = 0  # small reads in a row that came within `gap` of the one before
+        self._reading = False  # a read is under way
+        self._hold = False  # a flood was announced while the read under way waited for data
 
     async def read(self, n: int = -1) -> bytes:
         transport = self._transport
         batched = self._quick >= self._after and transport.is_reading()
         if batched:
-            # a flood: let the kernel gather the next window's bytes into one read. A transport
-            # the reader itself paused (its buffer is full) has plenty to read already.
-            transport.pause_reading()
-            try:
-                await asyncio.sleep(self._window)
-            finally:
-                if not transport.is_closing():
-                    transport.resume_reading()
-        data = await self._reader.read(n)
+            await self._gather()
+        self._reading = True
+        try:
+            data = await self._reader.read(n)
+        finally:
+            self._reading = False
+        if self._hold:
+            self._hold = False
+            if data and transport.is_reading():
+                await self._gather()
         now = time.monotonic()
         # a batched read is large by design: the flood goes on while the reads keep coming,
         # unless one filled the whole read: bulk data, not a flood of small pieces
@@ -86,8 +106,21 @@ class BatchingReader:
         self._last = now
         return data
 
+    async def _gather(self) -> None:
+        """Let the kernel gather the next window's bytes into one read. A transport the reader
+        itself paused (its buffer is full) has plenty to read already."""
+        transport = self._transport
+        transport.pause_reading()
+        try:
+            await asyncio.sleep(self._window)
+        finally:
+            if not transport.is_closing():
+                transport.resume_reading()
+
     def expect_flood(self) -> None:
         """The peer streams events and the first ones went on: batch from the next read (unless
-        that read comes slower than a flood, which ends it)."""
+        that read comes slower than a flood, which ends it). A read already under way is held
+        for one window before its data goes on."""
         self._quick = max(self._quick, self._after)
         self._last = time.monotonic()
+        self._hold = self._reading

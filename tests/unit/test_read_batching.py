@@ -5,6 +5,7 @@ batched from its next read, no byte is lost or reordered."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -167,3 +168,44 @@ def test_a_paced_stream_that_expects_a_flood_is_held_once_at_most() -> None:
     reads, pauses = asyncio.run(read_all(paced, batching=True, expect_flood_after=1))
     assert reads == pieces(12)
     assert paused(pauses) <= 1
+
+
+def test_a_read_under_way_when_a_flood_is_announced_is_held_for_one_window() -> None:
+    """The read already waiting when the first output goes to the client returns its data
+    one window late (reading paused meanwhile): the proxy leaves its core to the client
+    instead of relaying the second event at once. Nothing is lost or reordered."""
+
+    async def main() -> tuple[bytes, int, float, bytes]:
+        sent: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+        async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await sent.put(writer)
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        transport = CountingTransport(writer.transport)  # type: ignore[arg-type]
+        source = BatchingReader(reader, transport, window=0.05)  # type: ignore[arg-type]
+        upstream = await sent.get()
+        try:
+            waiting = asyncio.ensure_future(source.read(65535))
+            await asyncio.sleep(0.01)
+            source.expect_flood()  # the first output went on while this read waited
+            upstream.write(b"data: second\n\n")
+            t0 = time.monotonic()
+            held = await waiting
+            late = time.monotonic() - t0
+            upstream.write(b"data: third\n\n")
+            upstream.close()
+            rest = b""
+            while data := await source.read(65535):
+                rest += data
+            return held, transport.pauses, late, rest
+        finally:
+            writer.close()
+            server.close()
+            await server.wait_closed()
+
+    held, pauses, late, rest = asyncio.run(main())
+    assert held == b"data: second\n\n" and rest == b"data: third\n\n"
+    assert pauses >= 1 and late >= 0.04
