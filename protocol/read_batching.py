@@ -93,11 +93,13 @@ class BatchingReader:
             data = await self._reader.read(n)
         finally:
             self._reading = False
+        now = time.monotonic()
         if self._hold:
             self._hold = False
-            if data and transport.is_reading():
+            # only a flood's data: what comes later is the next answer on this connection
+            if data and now - self._last < self._gap and transport.is_reading():
                 await self._gather()
-        now = time.monotonic()
+                now = time.monotonic()
         # a batched read is large by design: the flood goes on while the reads keep coming,
         # unless one filled the whole read: bulk data, not a flood of small pieces
         small = len(data) < self._small or (batched and (n < 0 or len(data) < n))
@@ -120,7 +122,9 @@ class BatchingReader:
     def expect_flood(self) -> None:
         """The peer streams events and the first ones went on: batch from the next read (unless
         that read comes slower than a flood, which ends it). A read already under way is held
-        for one window before its data goes on."""
+        for one window before its data goes on, when that data comes as fast as a flood's (a
+        short answer may have come whole: the read under way then waits for the next answer on
+        the connection, which must not wait)."""
         self._quick = max(self._quick, self._after)
         self._last = time.monotonic()
         self._hold = self._reading

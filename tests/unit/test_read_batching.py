@@ -175,37 +175,52 @@ def test_a_read_under_way_when_a_flood_is_announced_is_held_for_one_window() -> 
     one window late (reading paused meanwhile): the proxy leaves its core to the client
     instead of relaying the second event at once. Nothing is lost or reordered."""
 
-    async def main() -> tuple[bytes, int, float, bytes]:
-        sent: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
-
-        async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await sent.put(writer)
-
-        server = await asyncio.start_server(serve, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        transport = CountingTransport(writer.transport)  # type: ignore[arg-type]
-        source = BatchingReader(reader, transport, window=0.05)  # type: ignore[arg-type]
-        upstream = await sent.get()
-        try:
-            waiting = asyncio.ensure_future(source.read(65535))
-            await asyncio.sleep(0.01)
-            source.expect_flood()  # the first output went on while this read waited
-            upstream.write(b"data: second\n\n")
-            t0 = time.monotonic()
-            held = await waiting
-            late = time.monotonic() - t0
-            upstream.write(b"data: third\n\n")
-            upstream.close()
-            rest = b""
-            while data := await source.read(65535):
-                rest += data
-            return held, transport.pauses, late, rest
-        finally:
-            writer.close()
-            server.close()
-            await server.wait_closed()
-
-    held, pauses, late, rest = asyncio.run(main())
+    held, pauses, late, rest = asyncio.run(read_under_way(after=0.0))
     assert held == b"data: second\n\n" and rest == b"data: third\n\n"
     assert pauses >= 1 and late >= 0.04
+
+
+def test_a_read_under_way_whose_data_comes_later_than_a_flood_is_not_held() -> None:
+    """A short answer came whole before its first output: the read under way waits for the
+    next answer on the connection, which goes on at once."""
+    held, pauses, late, rest = asyncio.run(read_under_way(after=0.02))
+    assert held == b"data: second\n\n" and rest == b"data: third\n\n"
+    assert pauses == 0 and late < 0.04
+
+
+async def read_under_way(after: float) -> tuple[bytes, int, float, bytes]:
+    """A read waits; the first output goes on; `after` seconds later data arrives: (what the
+    waiting read returned, reading pauses until then, how long after the data it returned,
+    the rest). The window is 50 ms, to tell a held read from a scheduling delay."""
+    sent: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+    async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await sent.put(writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    transport = CountingTransport(writer.transport)  # type: ignore[arg-type]
+    source = BatchingReader(reader, transport, window=0.05)  # type: ignore[arg-type]
+    upstream = await sent.get()
+    try:
+        waiting = asyncio.ensure_future(source.read(65535))
+        await asyncio.sleep(0.01)
+        source.expect_flood()  # the first output went on while this read waited
+        await asyncio.sleep(after)
+        upstream.write(b"data: second\n\n")
+        t0 = time.monotonic()
+        held = await waiting
+        late = time.monotonic() - t0
+        pauses = transport.pauses
+        upstream.write(b"data: third\n\n")
+        upstream.close()
+        rest = b""
+        while data := await source.read(65535):
+            rest += data
+        return held, pauses, late, rest
+    finally:
+        writer.close()
+        upstream.close()
+        server.close()
+        await server.wait_closed()
