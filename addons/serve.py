@@ -3,8 +3,8 @@
 Instead of DumpMaster's ~35 default addons it holds Core, Proxyserver, NextLayer, TlsConfig,
 DnsResolver, a terminal log and the error check, plus the chain: measured, that costs less than
 half the CPU per request of stock mitmdump. Upstream connections are read in batches while they
-flood, and what one event makes to send leaves in one write (`BatchingConnectionHandler`). Options: `mitm.conf`, then `--set name=value`
-(which wins). Stock `mitmdump -s addons/chain.py` runs the identical chain.
+flood, and what one event makes to send leaves in one write (`BatchingConnectionHandler`).
+Options: `mitm.conf`, then `--set name=value` (which wins). Stock `mitmdump -s addons/chain.py` runs the identical chain.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mitmproxy.addons import (
     termlog,
     tlsconfig,
 )
-from mitmproxy.proxy import events, mode_servers
+from mitmproxy.proxy import events, mode_servers, server_hooks
 
 from protocol.read_batching import BatchingReader
 from protocol.write_coalescing import CoalescingWriter
@@ -97,19 +97,32 @@ class BatchingConnectionHandler(mode_servers.ProxyConnectionHandler):
     flushed once each event is processed: a message's head and body, a stream's response head
     and first events, leave in one send each."""
 
+    def __init__(self, *args: Any) -> None:
+        self._unflushed: list[CoalescingWriter] = []  # writers holding bytes of this event
+        super().__init__(*args)
+        self._coalesce(self.client)
+
+    def _coalesce(self, conn: connection.Connection) -> None:
+        """Write `conn` through a `CoalescingWriter` (once, when its transport is known)."""
+        io = self.transports.get(conn)
+        if io is not None and type(io.writer) is asyncio.StreamWriter:
+            io.writer = CoalescingWriter(io.writer, self._unflushed.append)  # type: ignore[assignment]
+
+    async def handle_hook(self, hook: Any) -> None:
+        if isinstance(hook, server_hooks.ServerConnectedHook):
+            # the connection's transport is in place; its first bytes go out after this hook
+            self._coalesce(hook.data.server)
+        await super().handle_hook(hook)
+
     async def server_event(self, event: events.Event) -> None:
-        transports = self.transports.values()
-        for io in transports:
-            if type(io.writer) is asyncio.StreamWriter:
-                io.writer = CoalescingWriter(io.writer)  # type: ignore[assignment]
         await super().server_event(event)
-        for io in transports:
-            writer = io.writer
-            if type(writer) is CoalescingWriter:
-                try:
-                    writer.flush()
-                except Exception:  # as mitmproxy treats a failed write: logged, never raised
-                    self.log("could not send data", logging.ERROR, exc_info=True)
+        unflushed = self._unflushed
+        for writer in unflushed:
+            try:
+                writer.flush()
+            except Exception:  # as mitmproxy treats a failed write: logged, never raised
+                self.log("could not send data", logging.ERROR, exc_info=True)
+        unflushed.clear()
 
     async def handle_connection(self, conn: connection.Connection) -> None:
         io = self.transports[conn]

@@ -9,8 +9,8 @@ woken by the head while the proxy and a flooding upstream hold both cores of a s
 may then wait for a core to read the events that were ready a moment later.
 
 `CoalescingWriter` wraps an `asyncio.StreamWriter`: `write` keeps the bytes, `flush` sends all
-kept bytes in one write. The connection handler flushes every writer once it has processed an
-event (mitmproxy processes an event synchronously: everything one event makes to send is known
+kept bytes in one write. A writer that starts keeping bytes reports itself (`on_pending`), and
+the connection handler flushes those once it has processed an event (mitmproxy processes an event synchronously: everything one event makes to send is known
 then). Closing, half-closing and draining flush first, so nothing is reordered, lost or held
 past the event that produced it.
 """
@@ -18,18 +18,24 @@ past the event that produced it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 
 class CoalescingWriter:
     """An `asyncio.StreamWriter` whose writes leave at `flush` (module doc)."""
 
-    __slots__ = ("_writer", "_pending", "_eof")
+    __slots__ = ("_writer", "_pending", "_eof", "_on_pending")
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        writer: asyncio.StreamWriter,
+        on_pending: Callable[[CoalescingWriter], None] | None = None,
+    ) -> None:
         self._writer = writer
         self._pending: list[bytes] = []
         self._eof = False
+        self._on_pending = on_pending  # told when the first bytes since a flush are kept
 
     @property
     def transport(self) -> asyncio.WriteTransport:
@@ -39,6 +45,8 @@ class CoalescingWriter:
         if self._eof:  # refused at once, as asyncio's writer does
             raise RuntimeError("Cannot call write() after write_eof()")
         if data:
+            if not self._pending and self._on_pending is not None:
+                self._on_pending(self)
             self._pending.append(data)
 
     def flush(self) -> None:
