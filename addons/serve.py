@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import inspect
 import logging
 import os
@@ -105,17 +106,20 @@ class BatchingConnectionHandler(mode_servers.ProxyConnectionHandler):
     def _coalesce(self, conn: connection.Connection) -> None:
         """Write `conn` through a `CoalescingWriter` (once, when its transport is known)."""
         io = self.transports.get(conn)
-        if io is not None and type(io.writer) is asyncio.StreamWriter:
-            io.writer = CoalescingWriter(io.writer, self._unflushed.append)  # type: ignore[assignment]
+        if io is None or type(io.writer) is not asyncio.StreamWriter:
+            return
+        on_pending: Callable[[CoalescingWriter], None] = self._unflushed.append
+        if isinstance(conn, connection.Server):
+            on_pending = functools.partial(self._request_pending, io)
+        io.writer = CoalescingWriter(io.writer, on_pending)  # type: ignore[assignment]
 
-    async def handle_hook(self, hook: Any) -> None:
-        if isinstance(hook, server_hooks.ServerConnectedHook):
-            # the connection's transport is in place; its first bytes go out after this hook
-            self._coalesce(hook.data.server)
-        await super().handle_hook(hook)
+    def _request_pending(self, io: Any, writer: CoalescingWriter) -> None:
+        """Bytes for an upstream: a request, whose answer is a new one for the reader."""
+        self._unflushed.append(writer)
+        if isinstance(io.reader, BatchingReader):
+            io.reader.request_sent()
 
-    async def server_event(self, event: events.Event) -> None:
-        await super().server_event(event)
+    def _flush(self) -> None:
         unflushed = self._unflushed
         for writer in unflushed:
             try:
@@ -123,6 +127,20 @@ class BatchingConnectionHandler(mode_servers.ProxyConnectionHandler):
             except Exception:  # as mitmproxy treats a failed write: logged, never raised
                 self.log("could not send data", logging.ERROR, exc_info=True)
         unflushed.clear()
+
+    async def handle_hook(self, hook: Any) -> None:
+        # what the event made before this hook leaves now, not after the hook (with mitmproxy's
+        # eager tasks a hook starts inside the event: a stream's last chunks would otherwise
+        # wait for the `response` hook)
+        self._flush()
+        if isinstance(hook, server_hooks.ServerConnectedHook):
+            # the connection's transport is in place; its first bytes go out after this hook
+            self._coalesce(hook.data.server)
+        await super().handle_hook(hook)
+
+    async def server_event(self, event: events.Event) -> None:
+        await super().server_event(event)
+        self._flush()
 
     async def handle_connection(self, conn: connection.Connection) -> None:
         io = self.transports[conn]

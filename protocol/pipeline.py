@@ -129,7 +129,8 @@ class StreamPipeline:
             return []
         if self.on_first_output is not None:
             first, self.on_first_output = self.on_first_output, None
-            first()
+            if not self.accumulator.finished:  # a whole answer in one read: nothing follows
+                first()
         return out
 
     def _step(self, chunk: bytes) -> bytes:
@@ -170,9 +171,7 @@ class StreamPipeline:
         if final:
             out, self._held = data, b""
         else:
-            end = max(
-                data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4, data.rfind(b"\r\r") + 2
-            )
+            end = max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4, data.rfind(b"\r\r") + 2)
             if end <= 1:
                 self._held = data
                 return b""

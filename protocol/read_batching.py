@@ -32,7 +32,14 @@ after the first events left, and a client woken onto the proxy's core reads them
 an interleaved A/B of 350 2,000-event streams each, with the handler's write coalescing
 (`protocol.write_coalescing`), the first byte's median fell from 3.23 to 2.27 ms (2.80
 without coalescing). A paced stream loses nothing: its next read comes later than
-`FLOOD_GAP` and ends the flood.
+`FLOOD_GAP` and ends the flood. Nor does an answer that came whole in the read that gave the
+client its first bytes (nothing follows it: the pipeline does not announce a flood then).
+
+Answers on a keep-alive connection can come back to back within `FLOOD_GAP`: the connection
+handler calls `request_sent` when the proxy writes the upstream a request, and the last
+answer's flood is over. Without it, a short answer's body after a flood waited a window
+(an A/B of 1-delta streams: median first byte 2.62 -> 1.79 ms with this and the handler's
+flush before each hook).
 """
 
 from __future__ import annotations
@@ -118,6 +125,13 @@ class BatchingReader:
         finally:
             if not transport.is_closing():
                 transport.resume_reading()
+
+    def request_sent(self) -> None:
+        """The proxy wrote the peer a request: what comes next is a new answer. The last
+        answer's flood is over (back-to-back answers on a keep-alive connection come within
+        `FLOOD_GAP` of each other, and the new one's first events must not wait a window)."""
+        self._quick = 0
+        self._hold = False
 
     def expect_flood(self) -> None:
         """The peer streams events and the first ones went on: batch from the next read (unless

@@ -10,9 +10,11 @@ may then wait for a core to read the events that were ready a moment later.
 
 `CoalescingWriter` wraps an `asyncio.StreamWriter`: `write` keeps the bytes, `flush` sends all
 kept bytes in one write. A writer that starts keeping bytes reports itself (`on_pending`), and
-the connection handler flushes those once it has processed an event (mitmproxy processes an event synchronously: everything one event makes to send is known
-then). Closing, half-closing and draining flush first, so nothing is reordered, lost or held
-past the event that produced it.
+the connection handler flushes those once it has processed an event (mitmproxy processes an
+event synchronously: everything one event makes to send is known then), and before each hook
+the event starts (mitmproxy's eager tasks run a hook inside the event: the last chunks of an
+answer read whole would otherwise wait for its `response` hook). Closing, half-closing and
+draining flush first, so nothing is reordered, lost or held past the event that produced it.
 """
 
 from __future__ import annotations

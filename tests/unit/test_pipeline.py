@@ -140,7 +140,10 @@ def test_passthrough_under_the_scrubber_catches_a_key_split_over_deltas() -> Non
     pieces = ["your key: ", KEY[:5], KEY[5:12], KEY[12:], " keep it safe"]
     out = run(p, openai_sse(*pieces))
     assert KEY.encode() not in out and KEY[5:12].encode() not in out
-    assert text_of(client_events("openai", out)) == "your key: (API_KEY_HAS_BEEN_REDACTED) keep it safe"
+    assert (
+        text_of(client_events("openai", out))
+        == "your key: (API_KEY_HAS_BEEN_REDACTED) keep it safe"
+    )
     assert stage.count == 1
 
 
@@ -225,3 +228,16 @@ def test_the_first_output_is_announced_once_when_bytes_first_go_to_the_client() 
     assert out.startswith(b"event: message_start") and calls == [1]
     assert text_of(client_events("anthropic", out + run(p, rest))) == "Hello"
     assert calls == [1]
+
+
+def test_an_answer_that_came_whole_in_one_read_announces_no_first_output() -> None:
+    """A short answer whose end is in the read that gives the client its first bytes has no
+    flood behind it: the upstream reader is not told to expect one (it would hold the
+    answer's last bytes, or the next answer's, for a window)."""
+    for front, back in (("anthropic", "openai"), ("openai", "openai")):
+        p = pipeline(front, back)
+        announced: list[int] = []
+        p.on_first_output = announced.clear  # any call counts: it must not come
+        announced.append(0)
+        out = run(p, [b"".join(openai_sse("Hi"))])
+        assert text_of(client_events(front, out)) == "Hi" and announced == [0]

@@ -188,6 +188,45 @@ def test_a_read_under_way_whose_data_comes_later_than_a_flood_is_not_held() -> N
     assert pauses == 0 and late < 0.04
 
 
+def test_a_new_answer_is_not_batched_for_the_floods_of_the_last_one() -> None:
+    """Back to back on a keep-alive connection, an answer's first reads come within the flood
+    gap of the last answer's: once the proxy has sent the next request, they go on at once."""
+    assert asyncio.run(next_answer(request_sent=True)) == (0, [b"head", b"body"])
+    paused_after_flood, _ = asyncio.run(next_answer(request_sent=False))
+    assert paused_after_flood >= 1  # without it, the new answer waits as the flood's reads did
+
+
+async def next_answer(request_sent: bool) -> tuple[int, list[bytes]]:
+    """A flood was expected on the connection; the next answer's head and body come 5 ms
+    apart: (reading pauses meanwhile, the reads)."""
+    sent: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+    async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await sent.put(writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    transport = CountingTransport(writer.transport)  # type: ignore[arg-type]
+    source = BatchingReader(reader, transport, window=0.05, gap=0.2)  # type: ignore[arg-type]
+    upstream = await sent.get()
+    try:
+        source.expect_flood()  # the last answer's first output went on
+        if request_sent:
+            source.request_sent()
+        upstream.write(b"head")
+        reads = [await source.read(65535)]
+        await asyncio.sleep(0.005)
+        upstream.write(b"body")
+        reads.append(await source.read(65535))
+        return transport.pauses, reads
+    finally:
+        writer.close()
+        upstream.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def read_under_way(after: float) -> tuple[bytes, int, float, bytes]:
     """A read waits; the first output goes on; `after` seconds later data arrives: (what the
     waiting read returned, reading pauses until then, how long after the data it returned,
