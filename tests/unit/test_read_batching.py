@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protocol.read_batching import FLOOD_READS, BatchingReader
+from tests.tcp_pair import tcp_pair
 
 Writer = Callable[[asyncio.StreamWriter], Awaitable[None]]
 
@@ -199,50 +200,28 @@ def test_a_new_answer_is_not_batched_for_the_floods_of_the_last_one() -> None:
 async def next_answer(request_sent: bool) -> tuple[int, list[bytes]]:
     """A flood was expected on the connection; the next answer's head and body come 5 ms
     apart: (reading pauses meanwhile, the reads)."""
-    sent: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
-
-    async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await sent.put(writer)
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    transport = CountingTransport(writer.transport)  # type: ignore[arg-type]
-    source = BatchingReader(reader, transport, window=0.05, gap=0.2)  # type: ignore[arg-type]
-    upstream = await sent.get()
-    try:
+    async with tcp_pair() as pair:
+        transport = CountingTransport(pair.near_writer.transport)  # type: ignore[arg-type]
+        source = BatchingReader(pair.near_reader, transport, window=0.05, gap=0.2)  # type: ignore[arg-type]
         source.expect_flood()  # the last answer's first output went on
         if request_sent:
             source.request_sent()
-        upstream.write(b"head")
+        pair.far_writer.write(b"head")
         reads = [await source.read(65535)]
         await asyncio.sleep(0.005)
-        upstream.write(b"body")
+        pair.far_writer.write(b"body")
         reads.append(await source.read(65535))
         return transport.pauses, reads
-    finally:
-        writer.close()
-        upstream.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def read_under_way(after: float) -> tuple[bytes, int, float, bytes]:
     """A read waits; the first output goes on; `after` seconds later data arrives: (what the
     waiting read returned, reading pauses until then, how long after the data it returned,
     the rest). The window is 50 ms, to tell a held read from a scheduling delay."""
-    sent: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
-
-    async def serve(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await sent.put(writer)
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    transport = CountingTransport(writer.transport)  # type: ignore[arg-type]
-    source = BatchingReader(reader, transport, window=0.05)  # type: ignore[arg-type]
-    upstream = await sent.get()
-    try:
+    async with tcp_pair() as pair:
+        transport = CountingTransport(pair.near_writer.transport)  # type: ignore[arg-type]
+        source = BatchingReader(pair.near_reader, transport, window=0.05)  # type: ignore[arg-type]
+        upstream = pair.far_writer
         waiting = asyncio.ensure_future(source.read(65535))
         await asyncio.sleep(0.01)
         source.expect_flood()  # the first output went on while this read waited
@@ -258,8 +237,3 @@ async def read_under_way(after: float) -> tuple[bytes, int, float, bytes]:
         while data := await source.read(65535):
             rest += data
         return held, pauses, late, rest
-    finally:
-        writer.close()
-        upstream.close()
-        server.close()
-        await server.wait_closed()
