@@ -67,6 +67,7 @@ class BatchingReader:
         "_small",
         "_reading",
         "_hold",
+        "_gathering",
     )
 
     def __init__(
@@ -89,6 +90,7 @@ class BatchingReader:
         self._quick = 0  # small reads in a row that came within `gap` of the one before
         self._reading = False  # a read is under way
         self._hold = False  # a flood was announced while the read under way waited for data
+        self._gathering: asyncio.Future[None] | None = None  # the window under way, if any
 
     async def read(self, n: int = -1) -> bytes:
         transport = self._transport
@@ -120,18 +122,26 @@ class BatchingReader:
         itself paused (its buffer is full) has plenty to read already."""
         transport = self._transport
         transport.pause_reading()
+        loop = asyncio.get_running_loop()
+        window = self._gathering = loop.create_future()
+        timer = loop.call_later(self._window, _end_window, window)
         try:
-            await asyncio.sleep(self._window)
+            await window
         finally:
+            timer.cancel()
+            self._gathering = None
             if not transport.is_closing():
                 transport.resume_reading()
 
     def request_sent(self) -> None:
         """The proxy wrote the peer a request: what comes next is a new answer. The last
         answer's flood is over (back-to-back answers on a keep-alive connection come within
-        `FLOOD_GAP` of each other, and the new one's first events must not wait a window)."""
+        `FLOOD_GAP` of each other, and the new one's first events must not wait a window), and
+        a window still under way from it ends now."""
         self._quick = 0
         self._hold = False
+        if self._gathering is not None:  # the last answer's window: the new one reads at once
+            _end_window(self._gathering)
 
     def expect_flood(self) -> None:
         """The peer streams events and the first ones went on: batch from the next read (unless
@@ -142,3 +152,8 @@ class BatchingReader:
         self._quick = max(self._quick, self._after)
         self._last = time.monotonic()
         self._hold = self._reading
+
+
+def _end_window(window: asyncio.Future[None]) -> None:
+    if not window.done():
+        window.set_result(None)

@@ -197,6 +197,28 @@ def test_a_new_answer_is_not_batched_for_the_floods_of_the_last_one() -> None:
     assert paused_after_flood >= 1  # without it, the new answer waits as the flood's reads did
 
 
+def test_a_window_under_way_when_the_next_request_goes_out_ends_at_once() -> None:
+    """The read after a flood waits out a window; the proxy sends the next request meanwhile:
+    that answer's first bytes are read as they come, not at the window's end."""
+    assert asyncio.run(answer_during_window()) < 0.25
+
+
+async def answer_during_window() -> float:
+    """Seconds from the next answer's first bytes to their read, under a 0.5 s window."""
+    async with tcp_pair() as pair:
+        transport = CountingTransport(pair.near_writer.transport)  # type: ignore[arg-type]
+        source = BatchingReader(pair.near_reader, transport, window=0.5)  # type: ignore[arg-type]
+        source.expect_flood()  # the last answer flooded: the next read waits a window
+        waiting = asyncio.ensure_future(source.read(65535))
+        await asyncio.sleep(0.02)
+        assert transport.pauses == 1 and not waiting.done()
+        source.request_sent()
+        t0 = time.monotonic()
+        pair.far_writer.write(b"head")
+        assert await waiting == b"head"
+        return time.monotonic() - t0
+
+
 async def next_answer(request_sent: bool) -> tuple[int, list[bytes]]:
     """A flood was expected on the connection; the next answer's head and body come 5 ms
     apart: (reading pauses meanwhile, the reads)."""
