@@ -22,7 +22,7 @@ from mitmproxy.addonmanager import Loader
 
 from addons.config import Config
 from protocol.canonical import ChatResponse, ToolResultPart
-from protocol.exchange import Exchange, exchange_of
+from protocol.exchange import AnswerCheck, Exchange, exchange_of
 from protocol.loops import (
     LoopMatch,
     LoopSettings,
@@ -90,7 +90,11 @@ class Loops:
             enabled = session.loop_detection
         if enabled:
             ex.stages.append(LoopStage(self.text, on_halt=lambda m: _halted(flow, ex, m)))
-            ex.answer_checks.append(lambda answer: self._check_text(flow, ex, answer))
+            ex.answer_checks.append(
+                AnswerCheck(
+                    lambda answer: self._check_text(flow, ex, answer), self.text.shortest_loop
+                )
+            )
         sid = ex.front.session_id
         if self.tools.enabled and sid and ex.request.tools:
             if not _after_tool_result(ex):
@@ -98,7 +102,9 @@ class Loops:
                 self.tracker.forget(sid)
             hold = at_risk(self.tracker, sid)
             ex.stages.append(ToolLoopStage(self.tracker, sid, hold=hold))
-            ex.answer_checks.append(lambda answer: guard_answer(answer, self.tracker, sid))
+            ex.answer_checks.append(
+                AnswerCheck(lambda answer: guard_answer(answer, self.tracker, sid))
+            )
 
     def _check_text(self, flow: http.HTTPFlow, ex: Exchange, answer: ChatResponse) -> ChatResponse:
         checked, match = check_response(answer, self.text)

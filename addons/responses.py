@@ -3,7 +3,8 @@
 The one addon that owns `flow.response.stream`: at `responseheaders` it composes the stream
 pipeline (backend decoder, the exchange's stages, client encoder; raw passthrough when the
 protocols match and nothing watches to change the stream). Whole answers are converted at
-`response`; upstream errors are relayed in the client's error format with the upstream's
+`response`; one in the client's own protocol that no check needs to read goes on as it came,
+read into canonical form only when something asks (`protocol.exchange.answer_of`); upstream errors are relayed in the client's error format with the upstream's
 status and message, configured keys scrubbed.
 """
 
@@ -25,12 +26,13 @@ from addons._inject import ResponseFeed, batching_reader, merge_chunks
 from addons.config import Config
 from addons.failover import account_attempt
 from addons.timeouts import Timeouts
-from protocol.codec import codec, error_message
+from protocol.canonical import ChatResponse, Usage
+from protocol.codec import Codec, codec, error_message
 from protocol.exchange import Exchange, exchange_of
 from protocol.failover import failure_text
 from protocol.pipeline import StreamPipeline, encode_whole
 from protocol.redaction import BytesScrubber, RedactionStage, Redactor
-from protocol.wire import loads
+from protocol.wire import loads, string_chars
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,27 @@ def _encoder_extras(ex: Exchange) -> dict[str, Any]:
     """A Responses client keeps thinking signatures as `encrypted_content`: the encoder marks
     whose they are, so they can go back to that backend."""
     return {"signature_provider": ex.backend_protocol} if ex.front.protocol == "responses" else {}
+
+
+def _relayed_unread(ex: Exchange, body: dict[str, Any]) -> bool:
+    """Whether a whole answer goes to the client as the backend sent it, unread: same protocol,
+    not turned into a stream, and no check would read it (each has less text to look at than
+    it needs: a loop needs more text than a short answer holds)."""
+    if ex.converted or ex.front.client_stream:
+        return False
+    checks = ex.answer_checks
+    if not checks:
+        return True
+    need = min(check.min_text for check in checks)
+    return need > 0 and string_chars(body, need) < need
+
+
+def _read_unread(back: Codec, body: dict[str, Any]) -> ChatResponse | None:
+    try:
+        return back.parse_response(body)
+    except Exception:  # relayed as it came; only what reads it later (usage, views) misses it
+        logger.warning("the backend's answer could not be read", exc_info=True)
+        return None
 
 
 def shown_model(ex: Exchange) -> str | None:
@@ -200,22 +223,29 @@ class Responses:
             ex.outcome = "ok"
             return
         assert ex.backend_protocol is not None
+        back = codec(ex.backend_protocol)
+        if _relayed_unread(ex, body):
+            # the backend's own body goes on as it came: read into canonical form when asked
+            ex.unread_answer = functools.partial(_read_unread, back, body)
+            self._answered(ex, back.response_usage(body))
+            shown = shown_model(ex)
+            if shown is not None and body.get("model") == ex.request.model:
+                resp.content = model_renamer(ex.request.model, shown)(raw)
+            self._scrub(resp, ex)
+            return
         try:
-            answer = codec(ex.backend_protocol).parse_response(body)
+            answer = back.parse_response(body)
         except Exception:
             logger.exception("could not read the backend's response")
             self._fail(resp, ex, "the backend returned a response that could not be read")
             return
         checked = answer
         for check in ex.answer_checks:
-            checked = check(checked)
+            checked = check.run(checked)
         rewrite = checked is not answer  # a check changed it: rendered from the canonical form
         answer = checked
         ex.answer = answer
-        if answer.usage.input_tokens is not None or answer.usage.output_tokens is not None:
-            ex.usage, ex.usage_source = answer.usage, "upstream"
-        if ex.outcome == "pending":
-            ex.outcome = "ok"
+        self._answered(ex, answer.usage)
         front = codec(ex.front.protocol)
         shown = shown_model(ex)
         if shown is not None:
@@ -239,6 +269,18 @@ class Responses:
             # the backend's own body, renamed in place (not serialized again)
             raw = model_renamer(ex.request.model, shown)(raw)
             resp.content = raw
+        self._scrub(resp, ex)
+
+    @staticmethod
+    def _answered(ex: Exchange, usage: Usage) -> None:
+        if usage.input_tokens is not None or usage.output_tokens is not None:
+            ex.usage, ex.usage_source = usage, "upstream"
+        if ex.outcome == "pending":
+            ex.outcome = "ok"
+
+    @staticmethod
+    def _scrub(resp: http.Response, ex: Exchange) -> None:
+        """Configured keys out of the answer's body."""
         if ex.answer_scrubber is not None and resp.content:
             scrubber = BytesScrubber(ex.answer_scrubber)
             content = scrubber.feed(resp.content) + scrubber.flush()

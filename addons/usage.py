@@ -20,7 +20,7 @@ from mitmproxy.addonmanager import Loader
 from addons.config import Config, usage_db_path
 from protocol import tokens
 from protocol.canonical import TextPart, ThinkingPart, ToolCallPart
-from protocol.exchange import Exchange, exchange_of
+from protocol.exchange import Exchange, answer_of, exchange_of
 from protocol.prices import DEFAULT_PRICES, PriceTable, load_prices
 from protocol.usage_store import UsageRow, UsageStore, row_from_exchange
 
@@ -31,11 +31,12 @@ DEFAULT_DB = "llm_usage.db"
 
 def answer_tokens(ex: Exchange) -> int:
     """Tokens of what the backend produced (text, reasoning, tool calls), counted offline."""
-    if ex.answer is None:
+    answer = answer_of(ex)
+    if answer is None:
         return 0
     model = ex.route.active.model if ex.route.active else ex.requested_model
     total = 0
-    for part in ex.answer.parts:
+    for part in answer.parts:
         if isinstance(part, TextPart | ThinkingPart):
             total += tokens.count_text(part.text, model)
         elif isinstance(part, ToolCallPart):
@@ -247,6 +248,6 @@ class UsageRecorder:
     @staticmethod
     def _content(ex: Exchange) -> str:
         prompt = "\n".join(m.text() for m in ex.request.messages if m.role == "user")
-        answer = ex.answer.parts if ex.answer else []
-        reply = "".join(p.text for p in answer if isinstance(p, TextPart))
+        answer_parts = answer.parts if (answer := answer_of(ex)) else []
+        reply = "".join(p.text for p in answer_parts if isinstance(p, TextPart))
         return f"{prompt}\n---\n{reply}"

@@ -1162,6 +1162,12 @@ _RESPONSE_FIELDS = frozenset(
 )
 
 
+def response_usage(body: dict[str, Any]) -> Usage:
+    """The usage `parse_response` reads off `body`, without reading the rest."""
+    usage = body.get("usage")
+    return _usage_from_wire(usage) if isinstance(usage, dict) else Usage()
+
+
 def parse_response(body: dict[str, Any]) -> ChatResponse:
     """An Anthropic `message` object as a ChatResponse."""
     if not isinstance(body, dict):

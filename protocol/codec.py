@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from protocol.canonical import ChatRequest, ChatResponse, Event, ProtocolName
+from protocol.canonical import ChatRequest, ChatResponse, Event, ProtocolName, Usage
 
 
 class ProtocolError(ValueError):
@@ -70,6 +70,7 @@ class Codec:
     parse_request: Callable[..., ChatRequest]
     render_request: Callable[[ChatRequest], dict[str, Any]]
     parse_response: Callable[[dict[str, Any]], ChatResponse]
+    response_usage: Callable[[dict[str, Any]], Usage]  # what parse_response reads of usage
     render_response: Callable[[ChatResponse], dict[str, Any]]
     decoder: Callable[[], StreamDecoder]
     encoder: Callable[..., StreamEncoder]
@@ -115,6 +116,7 @@ def _load() -> None:
             parse_request=module.parse_request,
             render_request=module.render_request,
             parse_response=module.parse_response,
+            response_usage=module.response_usage,
             render_response=module.render_response,
             decoder=module.StreamDecoder,
             encoder=module.StreamEncoder,

@@ -20,7 +20,7 @@ from protocol.canonical import (
     ToolCallPart,
     ToolResultPart,
 )
-from protocol.exchange import Exchange
+from protocol.exchange import Exchange, answer_of
 
 MAX_TEXT = 4000
 
@@ -120,7 +120,7 @@ def render_answer(answer: ChatResponse | None) -> str:
 
 
 def render_response(ex: Exchange) -> str:
-    out = ["== answer ==", render_answer(ex.answer), "", "== outcome =="]
+    out = ["== answer ==", render_answer(answer_of(ex)), "", "== outcome =="]
     out.append(f"{ex.outcome}, status {ex.status}" + (f": {ex.error}" if ex.error else ""))
     u = ex.usage
     out.append(

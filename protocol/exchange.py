@@ -3,7 +3,9 @@
 It lives in `flow.metadata["llm"]` for LLM flows only (no key: not an LLM flow, leave it alone).
 The gateway creates it; commands and redaction edit `request` in place (and set
 `request_edited`); routing fills `route`; stream watchers add stages to `stages`; the response
-converter fills `usage`, `outcome` and the timings. Nothing here knows mitmproxy.
+converter fills `usage`, `outcome` and the timings; a whole answer relayed as it came is read
+into canonical form only when something asks for it (`answer_of`). Nothing here knows
+mitmproxy.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ class Stage(Protocol):
     def feed(self, event: Event) -> list[Event]: ...
 
     def close(self) -> list[Event]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerCheck:
+    """A check of a whole (non-streamed) answer: `run` returns it, or a changed copy. An answer
+    whose body holds fewer characters of strings in all than `min_text` passes without being
+    read (a loop needs that much text); 0: every answer is read and checked."""
+
+    run: Callable[[ChatResponse], ChatResponse]
+    min_text: int = 0
 
 
 @dataclass(slots=True)
@@ -68,8 +80,7 @@ class Exchange:
     requested_model: str
     route: RoutePlan = field(default_factory=RoutePlan)
     stages: list[Stage] = field(default_factory=list)
-    # checks of a whole (non-streamed) answer: each returns it, or a changed copy
-    answer_checks: list[Callable[[ChatResponse], ChatResponse]] = field(default_factory=list)
+    answer_checks: list[AnswerCheck] = field(default_factory=list)  # of a whole answer
     usage: Usage = field(default_factory=Usage)
     usage_source: Literal["upstream", "counted", "none"] = "none"
     outcome: Outcome = "pending"
@@ -78,6 +89,8 @@ class Exchange:
     request_edited: bool = False
     session: Session | None = None
     answer: ChatResponse | None = None  # the backend's answer, whole or reassembled from a stream
+    # a whole answer relayed as it came, not read yet: `answer_of` reads it when asked
+    unread_answer: Callable[[], ChatResponse | None] | None = field(default=None, repr=False)
     recorded: bool = False  # the usage row was written
     redactions: int = 0  # secrets replaced in the prompt and the answer
     answer_scrubber: Redactor | None = None  # configured keys to scrub out of the answer
@@ -126,6 +139,15 @@ class Exchange:
         # live exchange (timers, stream state) is neither wanted nor serialisable: the copy is
         # its plain summary, which is what saved flows (`mitmdump -w`) then hold.
         return self.summary()
+
+
+def answer_of(ex: Exchange) -> ChatResponse | None:
+    """The exchange's answer in canonical form, read now if it was relayed unread (None: no
+    answer, or one that cannot be read)."""
+    if ex.answer is None and ex.unread_answer is not None:
+        read, ex.unread_answer = ex.unread_answer, None
+        ex.answer = read()
+    return ex.answer
 
 
 def exchange_of(metadata: dict[str, Any]) -> Exchange | None:

@@ -1107,6 +1107,11 @@ def _usage_metadata(u: Usage) -> dict[str, Any]:
     return out
 
 
+def response_usage(body: dict[str, Any]) -> Usage:
+    """The usage `parse_response` reads off `body`, without reading the rest."""
+    return _usage(body.get("usageMetadata"))
+
+
 def parse_response(body: dict[str, Any]) -> ChatResponse:
     """A `GenerateContentResponse` body (first candidate; the others kept in extras)."""
     if not isinstance(body, dict):

@@ -143,6 +143,12 @@ class LoopSettings:
         if self.min_unit_words < 1:
             raise ValueError("min_unit_words must be at least 1")
 
+    @property
+    def shortest_loop(self) -> int:
+        """Characters of the shortest text that can hold a loop (`min_repetitions` blocks of
+        `min_pattern_length`): a shorter text is never read."""
+        return self.min_repetitions * self.min_pattern_length
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LoopSettings:
         """Settings from LOOP_DETECTION_* variables; missing or empty ones keep the default.
@@ -575,7 +581,7 @@ def check_response(
         return resp, None
     # a loop is `min_repetitions` blocks of at least `min_pattern_length` characters: a text
     # shorter than that in all is not read at all (most whole answers)
-    shortest = settings.min_repetitions * settings.min_pattern_length
+    shortest = settings.shortest_loop
     text_total = thinking_total = 0
     for part in resp.parts:
         if isinstance(part, TextPart):

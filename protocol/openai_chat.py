@@ -1076,6 +1076,11 @@ def _usage_same(usage: Usage, raw: dict[str, Any]) -> dict[str, Any]:
     return patched_usage(usage, raw, CHAT)
 
 
+def response_usage(body: dict[str, Any]) -> Usage:
+    """The usage `parse_response` reads off `body`, without reading the rest."""
+    return _usage_in(body["usage"]) if "usage" in body else Usage()
+
+
 def parse_response(body: dict[str, Any]) -> ChatResponse:
     """A `chat.completion` object as a `ChatResponse` (raises `ProtocolError`)."""
     if not isinstance(body, dict):

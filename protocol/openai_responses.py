@@ -1170,6 +1170,11 @@ def _status_out(stop: StopReason) -> tuple[str, dict[str, Any] | None]:
     return "completed", None
 
 
+def response_usage(body: dict[str, Any]) -> Usage:
+    """The usage `parse_response` reads off `body`, without reading the rest."""
+    return _usage_in(body["usage"]) if "usage" in body else Usage()
+
+
 def parse_response(body: dict[str, Any]) -> ChatResponse:
     """A `response` object as a `ChatResponse` (raises `ProtocolError`)."""
     if not isinstance(body, dict):

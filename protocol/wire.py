@@ -32,6 +32,28 @@ def rest(obj: dict[str, Any], known: Container[str]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if k not in known}
 
 
+def string_chars(value: Any, limit: int) -> int:
+    """The characters of the strings in a parsed JSON value, one more for each (a separator a
+    reader may join them with), counted until the total passes `limit`. No codec's text is
+    longer than this: it is an upper bound of the text read out of an answer, paid one step per
+    value instead of a parse."""
+    total = 0
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is str:
+            total += len(item) + 1
+            if total > limit:
+                break
+        elif kind is dict:
+            extend(item.values())
+        elif kind is list:
+            extend(item)
+    return total
+
+
 def is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -30,6 +30,7 @@ async def hook(result: Any) -> None:
     if result is not None:
         await result
 
+
 ENV = {
     "OPENAI_API_KEY": "sk-upstream-openai",
     "OPENAI_API_BASE_URL": "http://127.0.0.1:1/openai/v1",
@@ -50,7 +51,9 @@ def gateway_flow(
     f.request = http.Request.make(
         method,
         f"http://127.0.0.1:9{path}",
-        json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body or b"",
+        json.dumps(body).encode()
+        if body is not None and not isinstance(body, bytes)
+        else body or b"",
         {"authorization": "Bearer proxy-key", **(headers or {})},
     )
     return f
@@ -290,7 +293,9 @@ async def test_a_streamed_answer_tells_its_upstream_reader_when_its_first_bytes_
     stream's first bytes went to the client, the reader of that upstream connection batches
     the flood that follows."""
     config, _, _ = chain
-    f = gateway_flow("/v1/chat/completions", {**CHAT, "model": "anthropic:claude-x", "stream": True})
+    f = gateway_flow(
+        "/v1/chat/completions", {**CHAT, "model": "anthropic:claude-x", "stream": True}
+    )
     await run_request(chain, f)
     reader = RecordingReader(asyncio.StreamReader(), asyncio.Transport())
     f.response = http.Response.make(200, b"", {"content-type": "text/event-stream"})
@@ -300,13 +305,22 @@ async def test_a_streamed_answer_tells_its_upstream_reader_when_its_first_bytes_
         assert batching_reader(f) is reader and batching_reader(other) is None
     stream = f.response.stream
     assert callable(stream)
-    start = {"type": "message_start", "message": {"id": "m1", "type": "message", "role":
-             "assistant", "model": "claude-x", "content": [], "stop_reason": None,
-             "usage": {"input_tokens": 3, "output_tokens": 0}}}
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "m1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-x",
+            "content": [],
+            "stop_reason": None,
+            "usage": {"input_tokens": 3, "output_tokens": 0},
+        },
+    }
     event = b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n"
     assert stream(event[:30]) == [] and reader.expected == 0
     assert stream(event[30:]) and reader.expected == 1
-    stream(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")
+    stream(b'event: ping\ndata: {"type": "ping"}\n\n')
     assert reader.expected == 1
 
 
@@ -376,3 +390,76 @@ async def test_the_chain_loads_beside_every_stock_mitmproxy_addon() -> None:
     dump.addons.add(LLMProxy())
     web = WebMaster(options.Options(), with_termlog=False)
     web.addons.add(LLMProxy())
+
+
+def chat_completion(content: str, model: str = "gpt-4o") -> bytes:
+    return json.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                }
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+        }
+    ).encode()
+
+
+async def answer_whole(chain: Any, body: bytes) -> http.HTTPFlow:
+    """An OpenAI client's request through gateway, loop guard and routing to the OpenAI
+    backend, answered whole with `body`."""
+    from addons.loops import Loops
+
+    config, gateway, routing = chain
+    loops = Loops(config)
+    f = gateway_flow("/v1/chat/completions", CHAT)
+    config.reachability.mark_ok("127.0.0.1", 1)
+    with taddons.context(config, gateway, loops, routing) as tctx:
+        loops.configure({"llm_env_file"} | set(tctx.options.keys()))
+        await hook(gateway.request(f))
+        loops.request(f)
+        await hook(routing.request(f))
+    f.response = http.Response.make(200, body, {"content-type": "application/json"})
+    responses = Responses(config)
+    with taddons.context(config, responses):
+        responses.responseheaders(f)
+        responses.response(f)
+    return f
+
+
+async def test_a_short_answer_in_the_clients_protocol_goes_on_unread(chain: Any) -> None:
+    """Same protocol, too little text for a loop: the backend's body reaches the client as it
+    came (the model named as the client named it), its usage is the backend's, and it is read
+    into canonical form only when something asks for it."""
+    from protocol.exchange import answer_of
+
+    f = await answer_whole(chain, chat_completion("Hello there."))
+    ex = exchange_of(f.metadata)
+    assert ex is not None and ex.outcome == "ok" and ex.answer is None
+    assert f.response is not None and f.response.content is not None
+    sent = chat_completion("Hello there.")
+    assert json.loads(f.response.content) == {**json.loads(sent), "model": "openai:gpt-4o"}
+    assert sent.split(b'"choices"')[1] == f.response.content.split(b'"choices"')[1]
+    assert (ex.usage.input_tokens, ex.usage.output_tokens, ex.usage_source) == (5, 3, "upstream")
+    answer = answer_of(ex)
+    assert answer is not None and answer.parts[0].text == "Hello there."  # type: ignore[union-attr]
+    assert ex.answer is answer
+
+
+async def test_a_long_answer_in_the_clients_protocol_is_still_checked_for_loops(
+    chain: Any,
+) -> None:
+    looping = "Intro. " + "We try the same fix again and it fails. " * 12
+    f = await answer_whole(chain, chat_completion(looping))
+    ex = exchange_of(f.metadata)
+    assert ex is not None and ex.outcome == "loop_halted" and ex.answer is not None
+    assert f.response is not None
+    text = json.loads(f.response.content or b"")["choices"][0]["message"]["content"]
+    assert "loop detected" in text and text.count("We try the same fix again") < 12
