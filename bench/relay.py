@@ -32,10 +32,7 @@ concurrency-32 batch every target is left alone for `SETTLE_S` before its CPU is
 batch leaves behind (the usage writer commits its last rows up to a second later) counts as the
 batch's CPU, and does not run under the streams measured next. Phases are
 interleaved over the targets in rounds, so drift of a noisy machine spreads over all of them;
-the CPU other processes used meanwhile is reported, as a measure of that noise. The target
-"chain over stock mitmdump" is read off a phase of its own (`measure_paired`): 20 rounds of 600
-requests to each of the two, back to back, and the trimmed mean of the rounds' differences;
-the difference of the main phase's medians is printed beside it in the table.
+the CPU other processes used meanwhile is reported, as a measure of that noise.
 
 Load generator, upstream and proxy share the machine's cores (2 on the reference box): the
 latency and requests/s figures include that contention, the CPU per request figure does not
@@ -103,31 +100,10 @@ class Counts:
     c32: int  # requests per case and round at concurrency 32
     streams: int  # streams per case and round
     rss_requests: int  # at least this many requests between the two RSS readings
-    paired_rounds: int  # rounds of the chain-over-stock phase (`measure_paired`)
-    paired_requests: int  # requests per target and round of that phase
 
 
-FULL = Counts(
-    rounds=4,
-    warmup=400,
-    c1=300,
-    c32=2000,
-    streams=3,
-    rss_requests=10_000,
-    paired_rounds=20,
-    paired_requests=600,
-)
-QUICK = Counts(
-    rounds=1,
-    warmup=60,
-    c1=100,
-    c32=400,
-    streams=2,
-    rss_requests=1_000,
-    paired_rounds=2,
-    paired_requests=100,
-)
-PAIRED_TRIM = 0.1  # the share of rounds left out at each end of the paired phase's mean
+FULL = Counts(rounds=4, warmup=400, c1=300, c32=2000, streams=3, rss_requests=10_000)
+QUICK = Counts(rounds=1, warmup=60, c1=100, c32=400, streams=2, rss_requests=1_000)
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -633,35 +609,6 @@ async def measure_streams(target: Target, case_key: str, runs: int) -> None:
             data.short_ttfb.append(got[0])
 
 
-async def measure_paired(stock: Target, chain: Target, counts: Counts) -> list[float]:
-    """The chain's CPU per same-protocol request over stock mitmdump's, one difference (ms) per
-    round: in each round both get `paired_requests` requests at concurrency 32, back to back,
-    the order alternating, each followed by `SETTLE_S`. The four-round medians of the main
-    phase move by a tenth of a millisecond between runs on a noisy machine; differences of
-    neighbouring windows cancel most of that drift."""
-    diffs: list[float] = []
-    n = counts.paired_requests
-    for r in range(counts.paired_rounds):
-        per_request: dict[str, float] = {}
-        for t in (stock, chain) if r % 2 == 0 else (chain, stock):
-            cpu0 = cpu_seconds(t.pid)
-            await load(t, "same", n, 32)
-            await asyncio.sleep(SETTLE_S)
-            per_request[t.spec.key] = (cpu_seconds(t.pid) - cpu0) * 1000 / n
-        diffs.append(round(per_request[chain.spec.key] - per_request[stock.spec.key], 4))
-    return diffs
-
-
-def trimmed_mean(values: list[float], trim: float = PAIRED_TRIM) -> float | None:
-    """The mean without the `trim` share of the values at each end."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    cut = int(len(ordered) * trim)
-    kept = ordered[cut : len(ordered) - cut] or ordered
-    return statistics.fmean(kept)
-
-
 async def warm_up(target: Target, counts: Counts) -> None:
     for key, data in target.data.items():
         latencies, _ = await load(target, key, counts.warmup, 32)
@@ -1021,9 +968,7 @@ def check(name: str, value: float | None, limit: float, at_most: bool, unit: str
     return Check(name, value, f"{sign} {limit:g}{unit}", passed)
 
 
-def checks(
-    summaries: list[TargetSummary], counts: Counts, paired: list[float] | None = None
-) -> list[Check]:
+def checks(summaries: list[TargetSummary], counts: Counts) -> list[Check]:
     by = {s.key: s for s in summaries}
     run, chain, stock, direct = by["run"], by["chain"], by["mitmdump"], by["direct"]
     rs, rc = run.cases["same"], run.cases["conv"]
@@ -1036,11 +981,8 @@ def checks(
         check("run: CPU per converted request (ms)", rc.cpu_ms, MAX_CPU_CONV_MS, True, " ms"),
         check("run: requests/s at concurrency 32 (same-protocol)", rs.rps, MIN_RPS, False, ""),
         check(
-            "chain: CPU over stock mitmdump, same-protocol (ms)"
-            + (f", {len(paired)} paired rounds" if paired else ""),
-            trimmed_mean(paired)
-            if paired
-            else diff(chain.cases["same"].cpu_ms, stock.cases["same"].cpu_ms),
+            "chain: CPU over stock mitmdump, same-protocol (ms)",
+            diff(chain.cases["same"].cpu_ms, stock.cases["same"].cpu_ms),
             MAX_CHAIN_OVER_STOCK_MS,
             True,
             " ms",
@@ -1105,15 +1047,6 @@ def report(summaries: list[TargetSummary], results: list[Check], meta: dict[str,
     errors = error_lines(summaries)
     if errors:
         parts += ["", "Errors:", *errors]
-    paired = meta.get("chain_over_stock_rounds_ms") or []
-    if paired:
-        parts += [
-            "",
-            f"Chain over stock mitmdump, CPU per same-protocol request, {len(paired)} paired "
-            f"rounds of {meta['counts']['paired_requests']} requests each: trimmed mean "
-            f"{trimmed_mean(paired):+.3f} ms, median {statistics.median(paired):+.3f} ms, "
-            f"rounds {min(paired):+.3f} to {max(paired):+.3f} ms",
-        ]
     parts += ["", "Targets:", *check_lines(results)]
     return "\n".join(parts)
 
@@ -1212,18 +1145,12 @@ async def bench(counts: Counts, quick: bool, services: Services, tmp: Path) -> d
             for t in rotated(targets, r):
                 print(f"round {r + 1}/{counts.rounds}: {t.spec.label} ...", flush=True)
                 await measure_round(t, counts)
-        by_key = {t.spec.key: t for t in targets}
-        paired: list[float] = []
-        if not (by_key["mitmdump"].data["same"].broken or by_key["chain"].data["same"].broken):
-            print("chain over stock mitmdump, paired rounds ...", flush=True)
-            paired = await measure_paired(by_key["mitmdump"], by_key["chain"], counts)
-        meta["chain_over_stock_rounds_ms"] = paired
         for t in targets:
             await top_up_for_rss(t, counts)
         meta.update(noise.cores())
     meta["seconds"] = round(time.monotonic() - t_start, 1)
     summaries = [summarize(t) for t in targets]
-    results = checks(summaries, counts, paired)
+    results = checks(summaries, counts)
     print()
     print(report(summaries, results, meta))
     print(f"\n(run took {meta['seconds']} s)")
