@@ -4,8 +4,9 @@ The one addon that owns `flow.response.stream`: at `responseheaders` it composes
 pipeline (backend decoder, the exchange's stages, client encoder; raw passthrough when the
 protocols match and nothing watches to change the stream). Whole answers are converted at
 `response`; one in the client's own protocol that no check needs to read goes on as it came,
-read into canonical form only when something asks (`protocol.exchange.answer_of`); upstream errors are relayed in the client's error format with the upstream's
-status and message, configured keys scrubbed.
+read into canonical form only when something asks (`protocol.exchange.answer_of`); upstream
+errors are relayed in the client's error format with the upstream's status and message,
+configured keys scrubbed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from addons._inject import ResponseFeed, batching_reader, merge_chunks
 from addons.config import Config
 from addons.failover import account_attempt
 from addons.timeouts import Timeouts
-from protocol.canonical import ChatResponse, Usage
+from protocol.canonical import ChatResponse
 from protocol.codec import Codec, codec, error_message
 from protocol.exchange import Exchange, exchange_of
 from protocol.failover import failure_text
@@ -224,33 +225,34 @@ class Responses:
             return
         assert ex.backend_protocol is not None
         back = codec(ex.backend_protocol)
+        answer: ChatResponse | None = None
+        rewrite = False  # a check changed the answer: rendered from the canonical form
         if _relayed_unread(ex, body):
             # the backend's own body goes on as it came: read into canonical form when asked
             ex.unread_answer = functools.partial(_read_unread, back, body)
-            self._answered(ex, back.response_usage(body))
-            shown = shown_model(ex)
-            if shown is not None and body.get("model") == ex.request.model:
-                resp.content = model_renamer(ex.request.model, shown)(raw)
-            self._scrub(resp, ex)
-            return
-        try:
-            answer = back.parse_response(body)
-        except Exception:
-            logger.exception("could not read the backend's response")
-            self._fail(resp, ex, "the backend returned a response that could not be read")
-            return
-        checked = answer
-        for check in ex.answer_checks:
-            checked = check.run(checked)
-        rewrite = checked is not answer  # a check changed it: rendered from the canonical form
-        answer = checked
-        ex.answer = answer
-        self._answered(ex, answer.usage)
+            usage = back.response_usage(body)
+        else:
+            try:
+                answer = back.parse_response(body)
+            except Exception:
+                logger.exception("could not read the backend's response")
+                self._fail(resp, ex, "the backend returned a response that could not be read")
+                return
+            checked = answer
+            for check in ex.answer_checks:
+                checked = check.run(checked)
+            rewrite = checked is not answer
+            answer = ex.answer = checked
+            usage = answer.usage
+        if usage.input_tokens is not None or usage.output_tokens is not None:
+            ex.usage, ex.usage_source = usage, "upstream"
+        if ex.outcome == "pending":
+            ex.outcome = "ok"
         front = codec(ex.front.protocol)
         shown = shown_model(ex)
-        if shown is not None:
+        if answer is not None and shown is not None:
             answer.model = shown
-        if ex.front.client_stream:
+        if answer is not None and ex.front.client_stream:
             # the client asked to stream and the backend answered whole: send it as a stream
             answer.source = ex.front.protocol if not ex.converted else answer.source
             resp.content = encode_whole(
@@ -261,7 +263,7 @@ class Responses:
             )
             resp.headers.pop("content-encoding", None)
             resp.headers.update(SSE_HEADERS)
-        elif ex.converted or rewrite:
+        elif answer is not None and (ex.converted or rewrite):
             resp.content = dumps(front.render_response(answer))
             resp.headers.pop("content-encoding", None)
             resp.headers["content-type"] = "application/json"
@@ -269,18 +271,6 @@ class Responses:
             # the backend's own body, renamed in place (not serialized again)
             raw = model_renamer(ex.request.model, shown)(raw)
             resp.content = raw
-        self._scrub(resp, ex)
-
-    @staticmethod
-    def _answered(ex: Exchange, usage: Usage) -> None:
-        if usage.input_tokens is not None or usage.output_tokens is not None:
-            ex.usage, ex.usage_source = usage, "upstream"
-        if ex.outcome == "pending":
-            ex.outcome = "ok"
-
-    @staticmethod
-    def _scrub(resp: http.Response, ex: Exchange) -> None:
-        """Configured keys out of the answer's body."""
         if ex.answer_scrubber is not None and resp.content:
             scrubber = BytesScrubber(ex.answer_scrubber)
             content = scrubber.feed(resp.content) + scrubber.flush()

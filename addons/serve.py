@@ -4,7 +4,8 @@ Instead of DumpMaster's ~35 default addons it holds Core, Proxyserver, NextLayer
 DnsResolver, a terminal log and the error check, plus the chain: measured, that costs less than
 half the CPU per request of stock mitmdump. Upstream connections are read in batches while they
 flood, and what one event makes to send leaves in one write (`BatchingConnectionHandler`).
-Options: `mitm.conf`, then `--set name=value` (which wins). Stock `mitmdump -s addons/chain.py` runs the identical chain.
+Options: `mitm.conf`, then `--set name=value` (which wins). Stock `mitmdump -s addons/chain.py`
+runs the identical chain.
 """
 
 from __future__ import annotations
