@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -360,6 +361,52 @@ def test_conf_file_fills_only_what_the_user_left_at_default(tmp_path: Path) -> N
         cf.apply(str(conf))
         assert tctx.options.llm_first_byte_timeout == "42"
         assert tctx.options.ssl_insecure is True
+
+
+def test_another_conf_file_replaces_what_the_first_one_set(tmp_path: Path) -> None:
+    """`llm_conf` changed after the first file was applied (the run command's `--set`): the
+    old file's values the user did not set go back to their defaults, then the new file applies
+    (over mitm.conf); what the user set in the same `--set`s stays."""
+    first = tmp_path / "first.conf"
+    first.write_text("ssl_insecure: true\nrawtcp: false\n")
+    second = tmp_path / "second.conf"
+    second.write_text("showhost: true\nrawtcp: true\n")
+    config = Config()
+    cf = ConfFile()
+    with taddons.context(config, Timeouts(config)) as tctx:
+        tctx.master.addons.add(cf)
+        cf.apply(str(first))
+        assert tctx.options.ssl_insecure is True
+        assert tctx.options.llm_idle_timeout == "120"  # mitm.conf's, under the named file
+        tctx.options.update(llm_conf=str(second), rawtcp=False)
+        assert tctx.options.ssl_insecure is False
+        assert tctx.options.showhost is True
+        assert tctx.options.rawtcp is False  # the user's, not the new file's
+        assert tctx.options.llm_idle_timeout == "120"
+        with pytest.raises(OptionsError, match="not found"):
+            tctx.options.update(llm_conf=str(tmp_path / "missing.conf"))
+
+
+def test_a_chain_option_set_twice_is_an_error_not_a_silent_unload(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """mitmproxy holds `--set` values of a script's options until the script declares them, and
+    fails the whole script without a word when one was given twice: the chain reports it."""
+    from mitmproxy import options
+
+    from addons.conffile import check_deferred
+
+    opts = options.Options()
+    opts.set("usage_db=a.db", "usage_db=b.db", "llm_conf=x.conf", defer=True)
+    opts.add_option("usage_db", str, "", "")
+    opts.add_option("llm_conf", str, "mitm.conf", "")
+    with caplog.at_level(logging.ERROR, logger="addons.conffile"):
+        parsed = check_deferred(opts)
+    assert parsed == {"llm_conf": "x.conf"}
+    assert "usage_db" not in opts.deferred
+    assert any("--set usage_db: Received multiple values" in r.getMessage() for r in caplog.records)
+    opts.process_deferred()  # what mitmproxy does next: no longer raises
+    assert opts.usage_db == "" and opts.llm_conf == "x.conf"
 
 
 async def test_without_a_proxy_key_only_local_clients_are_accepted() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json as jsonlib
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from tests.e2e import clients
 from tests.e2e.conftest import MODELS, PROXY_KEY, backend_env, running_proxy
-from tests.e2e.proxy import ProxyProcess
+from tests.e2e.proxy import BIN, REPO, ProxyProcess, free_port
 from tests.upstream.script import Reply, Upstream
 
 
@@ -31,7 +33,9 @@ def test_openai_models_list(proxy: ProxyProcess, upstream: Upstream) -> None:
 def test_anthropic_models_list(proxy: ProxyProcess) -> None:
     page = clients.anthropic_client(proxy.url, PROXY_KEY).models.list()
     ids = [m.id for m in page.data]
-    assert any(i.startswith("anthropic:") for i in ids) and any(i.startswith("gemini:") for i in ids)
+    assert any(i.startswith("anthropic:") for i in ids) and any(
+        i.startswith("gemini:") for i in ids
+    )
 
 
 def test_gemini_models_list(proxy: ProxyProcess) -> None:
@@ -48,7 +52,9 @@ def test_models_list_is_cached(proxy: ProxyProcess, upstream: Upstream) -> None:
     assert [r for r in upstream.requests if r.path.endswith("/models")] == []
 
 
-def test_anthropic_count_tokens_forwarded_to_anthropic(proxy: ProxyProcess, upstream: Upstream) -> None:
+def test_anthropic_count_tokens_forwarded_to_anthropic(
+    proxy: ProxyProcess, upstream: Upstream
+) -> None:
     client = clients.anthropic_client(proxy.url, PROXY_KEY)
     result = client.messages.count_tokens(
         model=f"anthropic:{MODELS['anthropic']}",
@@ -93,7 +99,9 @@ def test_base_url_probe_and_health(proxy: ProxyProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def mitmdump_proxy(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
+def mitmdump_proxy(
+    upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProxyProcess]:
     confdir = tmp_path_factory.mktemp("conf-mitmdump")
     with running_proxy(upstream, confdir, launcher="mitmdump") as process:
         yield process
@@ -159,7 +167,10 @@ def test_the_run_command_reads_the_environment_with_no_options(
         assert "backends: openai (1 key), openrouter (1 key)" in process.log()
         upstream.enqueue(Reply(text="plain start"))
         got = clients.openai_call(
-            clients.openai_client(process.url, "any"), "gemini:gemini-2.5-pro", stream=False, tools=False
+            clients.openai_client(process.url, "any"),
+            "gemini:gemini-2.5-pro",
+            stream=False,
+            tools=False,
         )
         assert got.text == "plain start"
         # the launcher became `python -O -m addons.serve` in the same process (addons/launch.py)
@@ -178,10 +189,75 @@ def test_a_compressed_request_body_reaches_the_backend_readable(
     r = httpx.post(
         f"{proxy.url}/v1/chat/completions",
         content=gzip.compress(jsonlib.dumps(body).encode()),
-        headers={"content-encoding": "gzip", "content-type": "application/json",
-                 "authorization": f"Bearer {PROXY_KEY}"},
+        headers={
+            "content-encoding": "gzip",
+            "content-type": "application/json",
+            "authorization": f"Bearer {PROXY_KEY}",
+        },
         timeout=10,
     )
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "read it"
     sent = upstream.last("openai")
     assert "content-encoding" not in sent.headers and sent.body["messages"][0]["content"] == "hi"
+
+
+@pytest.mark.parametrize("launcher", ["llm-proxy", "mitmdump"])
+def test_llm_conf_names_the_options_file(
+    launcher: str, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`--set llm_conf=FILE` reads FILE instead of mitm.conf, under either launcher (mitmdump
+    holds a chain option's `--set` back until the chain has loaded)."""
+    tmp = tmp_path_factory.mktemp("llm-conf")
+    conf = tmp / "team.conf"
+    conf.write_text('llm_redaction_patterns:\n  add:\n    ticket: "TICKET-[0-9]{6}"\n')
+    with running_proxy(
+        upstream, tmp / "conf", launcher=launcher, extra=[f"llm_conf={conf}"]
+    ) as process:
+        upstream.enqueue(Reply(text="noted"))
+        clients.openai_client(process.url, PROXY_KEY).chat.completions.create(
+            model=f"openai:{MODELS['openai']}",
+            messages=[{"role": "user", "content": "close TICKET-123456 for me"}],
+        )
+        sent = upstream.last("openai").raw.decode()
+    assert "TICKET-123456" not in sent and "(API_KEY_HAS_BEEN_REDACTED)" in sent
+
+
+@pytest.mark.parametrize("launcher", ["llm-proxy", "mitmdump"])
+@pytest.mark.parametrize(
+    ("sets", "reason"),
+    [
+        (["usage_db=a.db", "usage_db=b.db"], "multiple values for usage_db"),
+        (["llm_conf=no-such.conf"], "configuration file not found: no-such.conf"),
+    ],
+)
+def test_a_bad_set_stops_the_start_with_its_reason(
+    launcher: str, sets: list[str], reason: str, tmp_path: Path
+) -> None:
+    """A chain option given twice, or a missing options file: the proxy does not start (mitmdump
+    would otherwise drop the whole chain without a word and relay every request to nowhere)."""
+    cmd = (
+        [str(BIN / "llm-proxy")]
+        if launcher == "llm-proxy"
+        else [str(BIN / "mitmdump"), "-s", "addons/chain.py"]
+    )
+    port = free_port()
+    args = [
+        f"mode=reverse:http://127.0.0.1:9@127.0.0.1:{port}",
+        f"confdir={tmp_path}",
+        "llm_env_file=",
+        *sets,
+    ]
+    for a in args:
+        cmd += ["--set", a]
+    done = subprocess.run(
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode != 0, said
+    assert reason in said.lower(), said
+    assert "Traceback" not in said
