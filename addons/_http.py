@@ -43,6 +43,40 @@ def headers_named(request: http.Request, wanted: frozenset[bytes]) -> dict[bytes
     return found
 
 
+def _identity(value: bytes) -> bool:
+    return value.strip().lower() in (b"", b"identity")
+
+
+def body_bytes(message: http.Message) -> bytes:
+    """The body, decoded: an unencoded one (the usual case) is the raw bytes, found in one pass
+    over the header fields (mitmproxy's `content` looks its header up on every read)."""
+    for name, value in message.data.headers.fields:
+        if name.lower() == b"content-encoding" and not _identity(value):
+            return message.content or b""
+    return message.raw_content or b""
+
+
+def replace_body(message: http.Message, content: bytes) -> None:
+    """Set an unencoded body and its content-length in one pass over the header fields
+    (mitmproxy's `content` setter makes three); an encoded one goes through that setter."""
+    length = str(len(content)).encode()
+    rebuilt: list[tuple[bytes, bytes]] = []
+    had_length = False
+    for name, value in message.data.headers.fields:
+        low = name.lower()
+        if (low == b"content-encoding" and not _identity(value)) or low == b"transfer-encoding":
+            message.content = content
+            return
+        if low == b"content-length":
+            had_length = True
+            value = length
+        rebuilt.append((name, value))
+    if not had_length:
+        rebuilt.append((b"content-length", length))
+    message.data.headers.fields = tuple(rebuilt)
+    message.data.content = content
+
+
 def spawn(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
     """Run `coro` on the event loop, keeping a reference in `tasks` until it is done."""
     task = asyncio.get_running_loop().create_task(coro)
@@ -99,4 +133,3 @@ def fail_closed[H: Callable[..., Any]](hook: H) -> H:
         return None
 
     return wrapper  # type: ignore[return-value]
-

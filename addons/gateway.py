@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Sequence
 from mitmproxy import ctx, http
 from mitmproxy.addonmanager import Loader
 
-from addons._http import error_response, fail_closed, headers_named, json_response
+from addons._http import body_bytes, error_response, fail_closed, headers_named, json_response
 from addons.config import Config
 from protocol import endpoints, openai_chat, tokens
 from protocol.catalog import render_models
@@ -165,7 +165,7 @@ class Gateway:
     ) -> None:
         protocol = endpoint.protocol
         try:
-            body = loads(flow.request.content or b"")
+            body = loads(body_bytes(flow.request))
         except (ValueError, UnicodeDecodeError) as e:
             flow.response = error_response(protocol, 400, f"request body is not valid JSON: {e}")
             return

@@ -22,7 +22,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from addons._http import SSE_HEADERS, dumps, spawn
+from addons._http import SSE_HEADERS, body_bytes, dumps, replace_body, spawn
 from addons._inject import ResponseFeed, batching_reader, merge_chunks
 from addons.config import Config
 from addons.failover import account_attempt
@@ -215,7 +215,7 @@ class Responses:
             self._relay_error(resp, ex)
             return
         try:
-            raw = resp.content or b""  # decoded once: mitmproxy decodes on every read
+            raw = body_bytes(resp)  # decoded once: mitmproxy decodes on every read
             body = loads(raw)
         except (ValueError, UnicodeDecodeError):
             self._fail(resp, ex, "the backend returned a body that is not JSON")
@@ -252,32 +252,32 @@ class Responses:
         shown = shown_model(ex)
         if answer is not None and shown is not None:
             answer.model = shown
+        out: bytes | None = None  # the body the client gets instead of the backend's
         if answer is not None and ex.front.client_stream:
             # the client asked to stream and the backend answered whole: send it as a stream
             answer.source = ex.front.protocol if not ex.converted else answer.source
-            resp.content = encode_whole(
+            out = encode_whole(
                 answer,
                 front.encoder(
                     model=shown, include_usage=ex.request.include_usage, **_encoder_extras(ex)
                 ),
             )
-            resp.headers.pop("content-encoding", None)
             resp.headers.update(SSE_HEADERS)
         elif answer is not None and (ex.converted or rewrite):
-            resp.content = dumps(front.render_response(answer))
-            resp.headers.pop("content-encoding", None)
+            out = dumps(front.render_response(answer))
             resp.headers["content-type"] = "application/json"
         elif shown is not None and body.get("model") == ex.request.model:
             # the backend's own body, renamed in place (not serialized again)
-            raw = model_renamer(ex.request.model, shown)(raw)
-            resp.content = raw
-        if ex.answer_scrubber is not None and resp.content:
+            out = model_renamer(ex.request.model, shown)(raw)
+        if ex.answer_scrubber is not None:
             scrubber = BytesScrubber(ex.answer_scrubber)
-            content = scrubber.feed(resp.content) + scrubber.flush()
+            scrubbed = scrubber.feed(raw if out is None else out) + scrubber.flush()
             if scrubber.count:
-                resp.content = content
+                out = scrubbed
                 ex.redactions += scrubber.count
                 logger.info("%d configured key(s) scrubbed from an answer", scrubber.count)
+        if out is not None:
+            replace_body(resp, out)
 
     def error(self, flow: http.HTTPFlow) -> None:
         ex = exchange_of(flow.metadata)
@@ -314,14 +314,15 @@ class Responses:
         message = self.config.scrub(message or text[:500] or resp.reason or "error")
         ex.error = message
         status = resp.status_code
-        # the upstream's own headers (retry-after, request ids) stay on the response
-        resp.content = dumps(codec(ex.front.protocol).render_error(status, f"{backend}: {message}"))
+        # the upstream's own headers (retry-after, request ids) stay on the response; the body
+        # is plain JSON (its encoding header goes first, or the setter would encode it)
         resp.headers.pop("content-encoding", None)
+        resp.content = dumps(codec(ex.front.protocol).render_error(status, f"{backend}: {message}"))
         resp.headers["content-type"] = "application/json"
 
     def _fail(self, resp: http.Response, ex: Exchange, message: str) -> None:
         ex.outcome, ex.error, ex.status = "error", message, 502
         resp.status_code = 502
-        resp.content = dumps(codec(ex.front.protocol).render_error(502, message))
         resp.headers.pop("content-encoding", None)
+        resp.content = dumps(codec(ex.front.protocol).render_error(502, message))
         resp.headers["content-type"] = "application/json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 from pathlib import Path
@@ -459,9 +460,9 @@ def chat_completion(content: str, model: str = "gpt-4o") -> bytes:
     ).encode()
 
 
-async def answer_whole(chain: Any, body: bytes) -> http.HTTPFlow:
+async def answer_whole(chain: Any, body: bytes, *, gzipped: bool = False) -> http.HTTPFlow:
     """An OpenAI client's request through gateway, loop guard and routing to the OpenAI
-    backend, answered whole with `body`."""
+    backend, answered whole with `body` (sent gzip-encoded with `gzipped`)."""
     from addons.loops import Loops
 
     config, gateway, routing = chain
@@ -474,6 +475,9 @@ async def answer_whole(chain: Any, body: bytes) -> http.HTTPFlow:
         loops.request(f)
         await hook(routing.request(f))
     f.response = http.Response.make(200, body, {"content-type": "application/json"})
+    if gzipped:
+        f.response.headers["content-encoding"] = "gzip"
+        f.response.raw_content = gzip.compress(body)
     responses = Responses(config)
     with taddons.context(config, responses):
         responses.responseheaders(f)
@@ -498,6 +502,21 @@ async def test_a_short_answer_in_the_clients_protocol_goes_on_unread(chain: Any)
     answer = answer_of(ex)
     assert answer is not None and answer.parts[0].text == "Hello there."  # type: ignore[union-attr]
     assert ex.answer is answer
+
+
+@pytest.mark.parametrize("looping", [False, True])
+async def test_a_gzipped_answer_reaches_the_client_whole(chain: Any, looping: bool) -> None:
+    """A backend that compresses its answer though asked not to: the body the client gets
+    (renamed, or rewritten by the loop guard) matches its content-encoding header."""
+    text = "Intro. " + "We try the same fix again and it fails. " * 12 if looping else "Hi."
+    f = await answer_whole(chain, chat_completion(text), gzipped=True)
+    assert f.response is not None and f.response.raw_content is not None
+    encoded = f.response.headers.get("content-encoding")
+    body = gzip.decompress(f.response.raw_content) if encoded else f.response.raw_content
+    got = json.loads(body)
+    assert got["model"] == "openai:gpt-4o"
+    assert ("loop detected" in got["choices"][0]["message"]["content"]) is looping
+    assert int(f.response.headers["content-length"]) == len(f.response.raw_content)
 
 
 async def test_a_long_answer_in_the_clients_protocol_is_still_checked_for_loops(
