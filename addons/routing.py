@@ -201,9 +201,9 @@ class Routing:
         # set as raw data: the content setter (encoding, content-length) and header item
         # access each cost a walk over the fields
         content = out.content
-        req.data.headers = http.Headers(
-            [*out.fields, (b"content-length", str(len(content)).encode())]
-        )
+        # the fields are bytes pairs made here: set on the request's own `Headers` (a new one
+        # would check every field again)
+        req.data.headers.fields = (*out.fields, (b"content-length", str(len(content)).encode()))
         req.data.method = b"POST"
         req.data.scheme = origin.scheme.encode()
         req.data.host = origin.host
