@@ -88,6 +88,14 @@ def _read_unread(back: Codec, body: dict[str, Any]) -> ChatResponse | None:
         return None
 
 
+def _error_body(resp: http.Response, ex: Exchange, status: int, message: str) -> None:
+    """The client's protocol's error as the response's body: plain JSON (its encoding header
+    goes first, or the setter would encode the new body)."""
+    resp.headers.pop("content-encoding", None)
+    resp.headers["content-type"] = "application/json"
+    replace_body(resp, dumps(codec(ex.front.protocol).render_error(status, message)))
+
+
 def shown_model(ex: Exchange) -> str | None:
     """The model name answers carry when it is not the backend's: the one the client sent
     (`anthropic:claude-sonnet-4-5`, or a model a session rerouted). Agents compare it with the
@@ -314,15 +322,10 @@ class Responses:
         message = self.config.scrub(message or text[:500] or resp.reason or "error")
         ex.error = message
         status = resp.status_code
-        # the upstream's own headers (retry-after, request ids) stay on the response; the body
-        # is plain JSON (its encoding header goes first, or the setter would encode it)
-        resp.headers.pop("content-encoding", None)
-        resp.content = dumps(codec(ex.front.protocol).render_error(status, f"{backend}: {message}"))
-        resp.headers["content-type"] = "application/json"
+        # the upstream's own headers (retry-after, request ids) stay on the response
+        _error_body(resp, ex, status, f"{backend}: {message}")
 
     def _fail(self, resp: http.Response, ex: Exchange, message: str) -> None:
         ex.outcome, ex.error, ex.status = "error", message, 502
         resp.status_code = 502
-        resp.headers.pop("content-encoding", None)
-        resp.content = dumps(codec(ex.front.protocol).render_error(502, message))
-        resp.headers["content-type"] = "application/json"
+        _error_body(resp, ex, 502, message)

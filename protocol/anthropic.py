@@ -1202,9 +1202,8 @@ def _parse_response(body: dict[str, Any]) -> ChatResponse:
     if absent:
         meta["absent"] = absent
     usage_raw = body.get("usage")
-    usage = Usage()
+    usage = response_usage(body)
     if isinstance(usage_raw, dict):
-        usage = _usage_from_wire(usage_raw)
         rest = {k: v for k, v in usage_raw.items() if k not in _USAGE_FIELDS or not _is_int(v)}
         if rest:
             meta["usage"] = rest

@@ -1169,7 +1169,7 @@ def parse_response(body: dict[str, Any]) -> ChatResponse:
             model=model,
             parts=parts,
             stop_reason=stop,
-            usage=_usage(body.get("usageMetadata")),
+            usage=response_usage(body),
             extras=ex,
         )
     except ValueError as exc:

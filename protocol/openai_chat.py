@@ -1112,8 +1112,8 @@ def _parse_response(body: dict[str, Any]) -> ChatResponse:
     }
     if not isinstance(body.get("id"), str) and "id" in body:
         extras["id"] = body["id"]
+    resp["usage"] = response_usage(body)
     if "usage" in body:
-        resp["usage"] = _usage_in(body["usage"])
         extras[_USAGE] = _copy_json(body["usage"])
     if len(choices) > 1:
         extras[_REST] = choices[1:]

@@ -1223,8 +1223,8 @@ def _parse_response(body: dict[str, Any]) -> ChatResponse:
     for key in ("id", "model"):
         if key in body and not isinstance(body[key], str):
             extras[key] = body[key]
+    resp["usage"] = response_usage(body)
     if "usage" in body:
-        resp["usage"] = _usage_in(body["usage"])
         extras[_USAGE] = _copy_json(body["usage"])
     return ChatResponse(**resp)
 
