@@ -29,6 +29,7 @@ if _ROOT not in sys.path:  # mitmproxy puts only this file's folder on sys.path
 from addons.commands import Commands  # noqa: E402
 from addons.conffile import ConfFile  # noqa: E402
 from addons.config import Config  # noqa: E402
+from addons.dispatch import FastDispatch  # noqa: E402
 from addons.failover import Failover  # noqa: E402
 from addons.gateway import Gateway  # noqa: E402
 from addons.gc_tuning import GcTuning  # noqa: E402
@@ -84,6 +85,7 @@ def make_chain() -> list[object]:
         GeminiCli(config),
         LLMView(),
         GcTuning(),
+        FastDispatch(),
         ConfFile(),
     ]
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import functools
-import inspect
 import logging
 import os
 import sys
@@ -23,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import addonmanager, certs, connection, exceptions, hooks, master, options
+from mitmproxy import certs, connection, exceptions, hooks, master, options
 from mitmproxy.addons import (
     core,
     dns_resolver,
@@ -35,58 +33,9 @@ from mitmproxy.addons import (
 )
 from mitmproxy.proxy import events, mode_servers, server_hooks
 
+from addons.dispatch import HookCachingAddonManager
 from protocol.read_batching import BatchingReader
 from protocol.write_coalescing import CoalescingWriter
-
-# Hook.args() looks up the dataclass fields on every call; the names never change per class.
-_ARG_NAMES: dict[type, list[str]] = {}
-
-
-class HookCachingAddonManager(addonmanager.AddonManager):
-    """An addon manager that visits, for each event, only the addons that implement its hook.
-
-    mitmproxy's own manager walks every addon for every event (a getattr, an error guard and a
-    coroutine each); with a dozen addons and two events per flow stage that is a measurable part
-    of a request's CPU. Here the list of hook functions is built once per event name and rebuilt
-    whenever addons are added or removed. Each hook still runs inside mitmproxy's error guard.
-    """
-
-    def __init__(self, m: master.Master) -> None:
-        super().__init__(m)
-        self._handlers: dict[str, list[Callable[..., Any]]] = {}
-
-    def add(self, *addons: Any) -> None:
-        self._handlers.clear()
-        super().add(*addons)
-        self._handlers.clear()
-
-    def remove(self, addon: Any) -> None:
-        self._handlers.clear()
-        super().remove(addon)
-
-    def _handlers_for(self, event: hooks.Hook) -> list[Callable[..., Any]]:
-        handlers = self._handlers.get(event.name)
-        if handlers is None:
-            handlers = [func for top in self.chain for _, func in self._iter_hooks(top, event)]
-            self._handlers[event.name] = handlers
-        return handlers
-
-    async def trigger_event(self, event: hooks.Hook) -> None:
-        names = _ARG_NAMES.get(type(event))
-        if names is None:
-            names = _ARG_NAMES[type(event)] = [
-                f.name
-                for f in dataclasses.fields(event)  # type: ignore[arg-type]
-            ]
-        args = [getattr(event, name) for name in names]
-        for func in self._handlers_for(event):
-            try:
-                with addonmanager.safecall():
-                    result = func(*args)
-                    if result is not None and inspect.isawaitable(result):
-                        await result
-            except exceptions.AddonHalt:
-                return
 
 
 class BatchingConnectionHandler(mode_servers.ProxyConnectionHandler):

@@ -16,6 +16,9 @@ Targets:
   mitmdump_stream  (reference) stock mitmdump with `stream_large_bodies=1`: the two relays
             above buffer whole responses; this one relays a stream chunk by chunk as the chain
             does, which gives the floor of mitmproxy's own per-chunk cost
+  chain_own  (reference) `mitmdump -s addons/chain.py` with `llm_fast_dispatch=false`: the chain
+            in a host whose hook dispatch it leaves as mitmproxy made it (`addons.dispatch`), so
+            its CPU over stock mitmdump is what the chain's own hooks cost
   run_no_usage  (reference) the run command with `usage_db=` (no usage rows): what the usage
             file (a row per request, its rollups and histograms kept by triggers) costs
 Cases: `same` is an OpenAI client calling an OpenAI backend; `conv` is an OpenAI client calling
@@ -420,6 +423,25 @@ def target_specs(up_port: int, confdir: Path) -> list[TargetSpec]:
             [*mitmdump, "--set", "stream_large_bodies=1", *relay_mode, *conf],
             clean_env(),
             relay_cases(),
+        ),
+        # a reference: the chain under mitmdump with mitmproxy's own hook dispatch (the chain
+        # caches it by default): the chain's own hooks' cost over stock mitmdump
+        TargetSpec(
+            "chain_own",
+            "mitmdump -s chain, own dispatch",
+            [
+                *mitmdump,
+                "-s",
+                "addons/chain.py",
+                *gateway,
+                *conf,
+                *no_env_file,
+                *own_usage,
+                "--set",
+                "llm_fast_dispatch=false",
+            ],
+            gateway_env,
+            gateway_cases(),
         ),
         # a reference: the run command without usage recording (its sqlite row per request)
         TargetSpec(
@@ -1035,6 +1057,10 @@ def report(summaries: list[TargetSummary], results: list[Check], meta: dict[str,
         "their stream TTFB is about their total time; the chain streams. 'stock mitmdump "
         "streaming' (stream_large_bodies=1) is a reference, not a target: mitmproxy's own "
         "per-chunk relay cost.",
+        "'mitmdump -s chain, own dispatch' (llm_fast_dispatch=false) is a reference too: the "
+        "chain in a mitmdump whose hook dispatch it leaves as mitmproxy made it (by default the "
+        "chain caches it, addons/dispatch.py); its -stock figure is what the chain's own hooks "
+        "cost.",
         "",
         latency_table(summaries),
         "",

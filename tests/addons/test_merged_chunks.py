@@ -53,6 +53,14 @@ def test_trailers_are_read_by_h11() -> None:
     assert end.headers == [(b"x-checksum", b"1")]  # type: ignore[attr-defined]
 
 
+def test_a_bad_trailer_line_is_h11s_protocol_error() -> None:
+    reader, buf = MergedChunks(), ReceiveBuffer()
+    buf += b"3\r\nabc\r\n0\r\n0\r\n\r\n"
+    assert bytes(reader(buf).data) == b"abc"  # type: ignore[union-attr]
+    with pytest.raises(h11.ProtocolError):  # what mitmproxy's HTTP/1 layer catches
+        reader(buf)
+
+
 def test_bad_framing_is_h11s_protocol_error_after_the_good_data() -> None:
     reader, buf = MergedChunks(), ReceiveBuffer()
     buf += b"3\r\nabc\r\n3\r\ndef\r\nnot-hex\r\n"

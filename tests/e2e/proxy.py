@@ -40,6 +40,7 @@ class ProxyProcess:
         intercept: bool = False,
         extra: list[str] | None = None,
         as_run_command: bool = False,
+        scripts: list[Path] | None = None,
     ) -> None:
         self.port = free_port()
         self.intercept_port = free_port() if intercept else None
@@ -58,6 +59,8 @@ class ProxyProcess:
             cmd = [str(BIN / "llm-proxy")]
         else:
             cmd = [str(BIN / launcher), "-s", "addons/chain.py"]
+            for path in scripts or []:  # a user's own scripts, loaded after the chain
+                cmd += ["-s", str(path)]
             if launcher == "mitmdump":
                 cmd += ["--set", "flow_detail=0"]
         for a in args:

@@ -122,6 +122,46 @@ def test_stock_mitmdump_runs_the_same_chain(
     assert upstream.requests[-1].backend == backend
 
 
+USER_SCRIPT = """
+class Stamp:
+    def request(self, flow):
+        flow.request.headers["x-user-script"] = "request"
+
+    def response(self, flow):
+        flow.response.headers["x-user-script"] = "response"
+
+addons = [Stamp()]
+"""
+
+
+@pytest.mark.parametrize("fast_dispatch", [True, False])
+def test_a_users_own_script_runs_beside_the_chain(
+    fast_dispatch: bool, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`mitmdump -s addons/chain.py -s mine.py`: the user's script sees every request and
+    response, with the chain's cached hook dispatch (`addons.dispatch`) and without it."""
+    tmp = tmp_path_factory.mktemp("user-script")
+    mine = tmp / "mine.py"
+    mine.write_text(USER_SCRIPT)
+    with running_proxy(
+        upstream,
+        tmp / "conf",
+        launcher="mitmdump",
+        scripts=[mine],
+        extra=[f"llm_fast_dispatch={str(fast_dispatch).lower()}"],
+    ) as process:
+        client = clients.openai_client(process.url, PROXY_KEY)
+        for text in ("one", "two"):
+            upstream.enqueue(Reply(text=text))
+            raw = client.chat.completions.with_raw_response.create(
+                model=f"openai:{MODELS['openai']}",
+                messages=[{"role": "user", "content": "hi"}],
+            )
+            assert raw.headers["x-user-script"] == "response"
+            assert raw.parse().choices[0].message.content == text
+            assert upstream.last("openai").headers["x-user-script"] == "request"
+
+
 def test_saved_flows_hold_no_keys_and_a_summary(
     upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

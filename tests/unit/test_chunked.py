@@ -6,7 +6,7 @@ import h11
 import pytest
 from h11._readers import ChunkedReader
 from h11._receivebuffer import ReceiveBuffer
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from protocol.chunked import ChunkedDecoder, ChunkedError
@@ -126,7 +126,9 @@ def h11_verdict(data: bytes) -> tuple[bytes, str]:
                 return out, "done"
             out += bytes(event.data)
     except h11.ProtocolError:
-        return out, "error"
+        # h11 reads the trailer section in the call that found the last chunk; the decoder
+        # stops before it and its caller reads it with h11 (`addons._inject.MergedChunks`)
+        return out, "done" if reader._reading_trailer else "error"
 
 
 def our_verdict(data: bytes) -> tuple[bytes, str]:
@@ -152,6 +154,7 @@ framing = st.lists(
 ).map(b"".join)
 
 
+@example(b"0\r\n0\r\n\r\n")  # a bad trailer line: the decoder's part ended before it
 @given(framing)
 def test_same_verdict_as_h11_on_any_bytes(data: bytes) -> None:
     assert our_verdict(data) == h11_verdict(data)
