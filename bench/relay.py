@@ -1,7 +1,7 @@
 """Relay benchmark: what each way of running the proxy adds to an LLM call, in one run.
 
 It owns the whole measurement: it starts a fast fake upstream (`bench/upstream.py`) and five
-targets (plus one reference) on free 127.0.0.1 ports, sends them the same load from one aiohttp
+targets (plus four references) on free 127.0.0.1 ports, sends them the same load from one aiohttp
 client (one session per target and concurrency, connector limit = concurrency), prints the
 figures with their differences against direct and against stock mitmdump, checks the
 performance targets (PASS/FAIL) and writes everything to `bench/results/relay-<time>.json`.
@@ -16,6 +16,8 @@ Targets:
   mitmdump_stream  (reference) stock mitmdump with `stream_large_bodies=1`: the two relays
             above buffer whole responses; this one relays a stream chunk by chunk as the chain
             does, which gives the floor of mitmproxy's own per-chunk cost
+  byte_relay  (reference) `bench/byte_relay.py`: a TCP relay that forwards bytes as it reads
+            them (no HTTP, no flow): the least any Python proxy adds on this machine, in this run
   chain_own  (reference) `mitmdump -s addons/chain.py` with `llm_fast_dispatch=false`: the chain
             in a host whose hook dispatch it leaves as mitmproxy made it (`addons.dispatch`), so
             its CPU over stock mitmdump is what the chain's own hooks cost
@@ -421,6 +423,21 @@ def target_specs(up_port: int, confdir: Path) -> list[TargetSpec]:
             "mitmdump_stream",
             "stock mitmdump streaming",
             [*mitmdump, "--set", "stream_large_bodies=1", *relay_mode, *conf],
+            clean_env(),
+            relay_cases(),
+        ),
+        # a reference: the floor of any proxy in Python, bytes forwarded as read, no HTTP
+        TargetSpec(
+            "byte_relay",
+            "byte relay (floor)",
+            [
+                str(BIN / "python"),
+                "bench/byte_relay.py",
+                "--port",
+                "{port}",
+                "--upstream-port",
+                str(up_port),
+            ],
             clean_env(),
             relay_cases(),
         ),
@@ -1057,6 +1074,8 @@ def report(summaries: list[TargetSummary], results: list[Check], meta: dict[str,
         "their stream TTFB is about their total time; the chain streams. 'stock mitmdump "
         "streaming' (stream_large_bodies=1) is a reference, not a target: mitmproxy's own "
         "per-chunk relay cost.",
+        "'byte relay (floor)' is a reference: bytes forwarded as read, no HTTP; what any proxy "
+        "in Python adds at least. "
         "'mitmdump -s chain, own dispatch' (llm_fast_dispatch=false) is a reference too: the "
         "chain in a mitmdump whose hook dispatch it leaves as mitmproxy made it (by default the "
         "chain caches it, addons/dispatch.py); its -stock figure is what the chain's own hooks "
