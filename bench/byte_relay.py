@@ -34,12 +34,10 @@ class _FromClient(asyncio.Protocol):
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.client: asyncio.Transport | None = None
         self.upstream: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.client = transport
         transport.pause_reading()  # until the upstream connection is there
         asyncio.get_running_loop().create_task(self._connect(transport))
 

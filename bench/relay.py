@@ -386,6 +386,7 @@ def target_specs(up_port: int, confdir: Path) -> list[TargetSpec]:
     # which would grow from run to run and slow every insert into its indexes)
     no_env_file = ["--set", "llm_env_file="]
     own_usage = ["--set", "usage_db={confdir}/usage.db"]
+    chain = [*mitmdump, "-s", "addons/chain.py", *gateway, *conf, *no_env_file, *own_usage]
     specs = [
         TargetSpec("direct", "direct (upstream)", [], {}, relay_cases(), up_port),
         TargetSpec(
@@ -409,13 +410,7 @@ def target_specs(up_port: int, confdir: Path) -> list[TargetSpec]:
             gateway_env,
             gateway_cases(),
         ),
-        TargetSpec(
-            "chain",
-            "mitmdump -s chain",
-            [*mitmdump, "-s", "addons/chain.py", *gateway, *conf, *no_env_file, *own_usage],
-            gateway_env,
-            gateway_cases(),
-        ),
+        TargetSpec("chain", "mitmdump -s chain", chain, gateway_env, gateway_cases()),
         # a reference, not one of the five: stock mitmdump relaying streams chunk by chunk as
         # the chain does (stock mitmdump and --bare buffer whole responses), the floor of
         # mitmproxy's own per-chunk cost
@@ -446,17 +441,7 @@ def target_specs(up_port: int, confdir: Path) -> list[TargetSpec]:
         TargetSpec(
             "chain_own",
             "mitmdump -s chain, own dispatch",
-            [
-                *mitmdump,
-                "-s",
-                "addons/chain.py",
-                *gateway,
-                *conf,
-                *no_env_file,
-                *own_usage,
-                "--set",
-                "llm_fast_dispatch=false",
-            ],
+            [*chain, "--set", "llm_fast_dispatch=false"],
             gateway_env,
             gateway_cases(),
         ),
